@@ -1,0 +1,25 @@
+"""Algorithms, one module each; :data:`ALGORITHMS` maps config names to their specs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .average import SPEC as AVERAGE
+from .base import Algorithm, AlgorithmSpec, Context, NodeData
+from .dsgd import SPEC as DSGD
+from .local import SPEC as LOCAL
+
+ALGORITHMS: dict[str, AlgorithmSpec] = {s.name: s for s in (LOCAL, DSGD, AVERAGE)}
+
+
+def algorithm_keys(name: str) -> dict[str, Any]:
+    """Config keys of ``[algorithm]`` for the named algorithm (beyond ``name``)."""
+    from ..config import OPTIMIZER_KEYS
+
+    spec = ALGORITHMS[name]
+    keys = dict(OPTIMIZER_KEYS) if spec.trains else {}
+    keys.update(spec.keys)
+    return keys
+
+
+__all__ = ["ALGORITHMS", "Algorithm", "AlgorithmSpec", "Context", "NodeData", "algorithm_keys"]

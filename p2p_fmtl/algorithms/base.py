@@ -1,0 +1,69 @@
+"""What an algorithm is: a few pure per-node functions.
+
+An algorithm never knows how it is executed.  It describes ONE node:
+
+* ``init(key, data) -> state``               the node's initial state (a pytree),
+* ``local_update(state, data, key, lr) -> (state, loss)``   its local work in a round,
+* ``shared(state) -> tree`` / ``replace_shared(state, tree) -> state``
+  the part of the state that is gossiped with neighbours and how mixed values come back,
+* ``score(state, x, y)`` / ``loss(state, x, y)``   per-sample test score and loss.
+
+The engine vmaps these over the node axis, scans them over rounds, and applies the
+gossip operator to ``shared(state)`` of all nodes at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import optax
+
+from ..models import Model
+from ..tasks import Task
+from ..training import LocalWork
+
+
+class NodeData(NamedTuple):
+    """One node's padded data (a slice of :class:`~p2p_fmtl.data.PackedData`)."""
+
+    x_train: Any
+    y_train: Any
+    n_train: Any
+    x_test: Any
+    y_test: Any
+    n_test: Any
+
+
+class Context(NamedTuple):
+    """Everything an algorithm is built from."""
+
+    model: Model | None
+    task: Task | None
+    optimizer: optax.GradientTransformation | None
+    work: LocalWork | None
+    config: dict[str, Any]  # the [algorithm] section
+
+
+class Algorithm(NamedTuple):
+    name: str
+    init: Callable
+    local_update: Callable
+    shared: Callable
+    replace_shared: Callable
+    score: Callable | None
+    loss: Callable | None
+    communicates: bool = True
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """A registry entry: how to build the algorithm and which config keys it takes."""
+
+    name: str
+    build: Callable[[Context], Algorithm]
+    trains: bool = True
+    uses_data: bool = True
+    keys: dict[str, Any] = field(default_factory=dict)
+    doc: str = ""

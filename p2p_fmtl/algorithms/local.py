@@ -1,0 +1,17 @@
+"""Local training: every node trains on its own data and never communicates.
+
+The baseline every collaborative method must beat.  Same local work as D-SGD
+(:mod:`p2p_fmtl.algorithms.dsgd`) without the gossip step; no bytes are sent.
+"""
+
+from __future__ import annotations
+
+from .base import Algorithm, AlgorithmSpec, Context
+from .dsgd import sgd_algorithm
+
+
+def build(ctx: Context) -> Algorithm:
+    return sgd_algorithm(ctx, "local", communicates=False)
+
+
+SPEC = AlgorithmSpec("local", build, doc=__doc__.splitlines()[0])

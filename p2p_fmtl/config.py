@@ -1,0 +1,459 @@
+"""Configs: TOML in, a fully resolved and validated nested dict out.
+
+A config has the sections ``run``, ``topology``, ``data``, ``model``, ``algorithm``,
+``faults`` and ``compression``.  Each section has common keys and, beside ``name``,
+keys that belong to the named builder, generator, model or algorithm.  Resolution
+
+1. rejects unknown sections and keys (with "did you mean"),
+2. fills every default so the written ``config.toml`` is complete,
+3. checks types, ranges and allowed names, one clear line per mistake
+   (:class:`~p2p_fmtl.errors.ConfigError`: field, value given, what is allowed),
+4. checks combinations that cannot work together.
+
+Python use::
+
+    cfg = load_config("exp.toml", overrides={"run.rounds": 50})
+    cfg["algorithm"]["lr"], cfg.get("algorithm.lr")
+    cfg2 = cfg.override({"topology.name": "ring"})
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+import topologies
+
+from .errors import ConfigError, did_you_mean, unknown_name
+
+DEFAULT_DATA = "fedem_synthetic"
+DEFAULT_ALGORITHM = "dsgd"
+SECTIONS = ("run", "topology", "data", "model", "algorithm", "faults", "compression")
+
+
+# --------------------------------------------------------------------------- key specs
+@dataclass(frozen=True)
+class Key:
+    """One config key: its default, its kind and its allowed values."""
+
+    default: Any
+    kind: str  # "int", "float", "str", "bool", "list[int]", "list[float]", "int|list[int]", "any"
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    choices: tuple[str, ...] | None = None
+    help: str = ""
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, list):
+        return "list"
+    return "any"
+
+
+def _describe(key: Key) -> str:
+    if key.choices:
+        return "one of " + ", ".join(repr(c) for c in key.choices)
+    words = {
+        "int": "an integer",
+        "float": "a number",
+        "str": "a string",
+        "bool": "true or false",
+        "list[int]": "a list of integers",
+        "list[float]": "a list of numbers",
+        "int|list[int]": "an integer or a list of integers",
+        "number|none": "a number",
+    }.get(key.kind, key.kind)
+    if key.lo is not None or key.hi is not None:
+        lo = "(" if key.lo_open else "["
+        lo_v = "-inf" if key.lo is None else _fmt(key.lo)
+        hi_v = "inf" if key.hi is None else _fmt(key.hi)
+        hi = ")" if key.hi is None else "]"
+        words += f" in {lo}{lo_v}, {hi_v}{hi}"
+    return words
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _check_value(field: str, value: Any, key: Key) -> Any:
+    """Return the value coerced to the key's kind, or raise a one-line ConfigError."""
+    bad = ConfigError(f"{field}: got {value!r}, expected {_describe(key)}")
+    kind = key.kind
+    if kind == "any":
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise bad
+        if key.choices and value not in key.choices:
+            raise unknown_name(field, value, key.choices)
+        return value
+    if kind in ("int", "float", "number|none"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        if kind == "int" and not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise bad
+        if kind in ("float", "number|none"):
+            value = float(value)
+            if not math.isfinite(value):
+                raise bad
+        _check_range(field, value, key, bad)
+        return value
+    if kind in ("list[int]", "list[float]", "int|list[int]"):
+        if kind == "int|list[int]" and isinstance(value, int) and not isinstance(value, bool):
+            _check_range(field, value, key, bad)
+            return value
+        if not isinstance(value, list):
+            raise bad
+        out = []
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise bad
+            if kind != "list[float]" and not float(v).is_integer():
+                raise bad
+            v = float(v) if kind == "list[float]" else int(v)
+            _check_range(field, v, key, bad)
+            out.append(v)
+        return out
+    raise AssertionError(f"unknown key kind {kind}")  # pragma: no cover
+
+
+def _check_range(field: str, value: float, key: Key, bad: ConfigError) -> None:
+    if key.lo is not None and (value < key.lo or (key.lo_open and value == key.lo)):
+        raise bad
+    if key.hi is not None and value > key.hi:
+        raise bad
+
+
+# --------------------------------------------------------------------------- schemas
+RUN_KEYS = {
+    "seed": Key(0, "int", lo=0, help="one seed for everything random in the run"),
+    "rounds": Key(100, "int", lo=0, help="communication rounds"),
+    "eval_every": Key(10, "int", lo=1, help="evaluate every this many rounds"),
+}
+
+TOPOLOGY_KEYS = {
+    "name": Key("erdos_renyi", "str", help="graph builder"),
+    "n": Key(30, "int", lo=1, help="number of nodes"),
+    "mixing": Key("metropolis", "str", help="mixing-matrix rule"),
+    "seed": Key(None, "int", lo=0, help="graph seed (default: run.seed)"),
+    "operator": Key(
+        "auto", "str", choices=("auto", "dense", "sparse"),
+        help="gossip as a dense W @ X or an edge list with segment_sum",
+    ),
+}
+
+OPTIMIZER_KEYS = {
+    "lr": Key(0.1, "float", lo=0.0, lo_open=True, help="learning rate"),
+    "batch_size": Key(128, "int", lo=1),
+    "local_epochs": Key(1, "int", lo=0, help="local epochs per round (or local_steps)"),
+    "local_steps": Key(0, "int", lo=0, help="local steps per round (0: use local_epochs)"),
+    "optimizer": Key("sgd", "str", help="any optax optimizer by name"),
+    "momentum": Key(0.0, "float", lo=0.0, hi=1.0),
+    "nesterov": Key(False, "bool"),
+    "weight_decay": Key(0.0, "float", lo=0.0),
+    "schedule": Key("constant", "str", choices=("constant", "multistep", "cosine")),
+    "milestones": Key(
+        [0.5, 0.75], "list[float]", lo=0.0,
+        help="multistep: rounds (>= 1) or fractions of run.rounds (< 1)",
+    ),
+    "gamma": Key(0.1, "float", lo=0.0, lo_open=True, help="multistep decay factor"),
+    "lr_min": Key(0.0, "float", lo=0.0, help="cosine: final learning rate"),
+    "init": Key(
+        "identical", "str", choices=("identical", "independent"),
+        help="same initial model on every node, or one per node",
+    ),
+}
+
+MODEL_KEYS = {
+    "name": Key("linear", "str"),
+    "loss": Key("auto", "str", choices=("auto", "logistic", "softmax", "squared")),
+}
+
+FAULT_KEYS = {
+    "node_drop": Key(0.0, "float", lo=0.0, hi=0.0, help="not implemented yet: must be 0"),
+    "link_drop": Key(0.0, "float", lo=0.0, hi=0.0, help="not implemented yet: must be 0"),
+    "straggler": Key(0.0, "float", lo=0.0, hi=0.0, help="not implemented yet: must be 0"),
+}
+
+COMPRESSION_KEYS = {
+    "name": Key("none", "str", choices=("none",), help="compressors are not implemented yet"),
+}
+
+
+def _keys_from_defaults(defaults: Mapping[str, Any]) -> dict[str, Key]:
+    """Keys for a builder's or generator's keyword parameters, typed by their defaults."""
+    out = {}
+    for k, d in defaults.items():
+        kind = _kind_of(d)
+        if d is None:
+            kind = "number|none"
+        elif kind == "list":
+            kind = "any"
+        out[k] = Key(d, kind)
+    return out
+
+
+def _registry_keys(section: str, name: str) -> dict[str, Key]:
+    """Keys that belong to the named builder / generator / model / algorithm."""
+    if section == "topology":
+        return _keys_from_defaults(topologies.builder_params(name))
+    if section == "data":
+        from .data import dataset_params
+
+        return _keys_from_defaults(dataset_params(name))
+    if section == "model":
+        from .models import model_params
+
+        return _keys_from_defaults(model_params(name))
+    if section == "algorithm":
+        from .algorithms import algorithm_keys
+
+        return algorithm_keys(name)
+    return {}
+
+
+def _names(section: str) -> tuple[str, ...]:
+    if section == "topology":
+        return tuple(topologies.BUILDERS)
+    if section == "data":
+        from .data import DATASETS
+
+        return tuple(DATASETS)
+    if section == "model":
+        from .models import MODELS
+
+        return tuple(MODELS)
+    if section == "algorithm":
+        from .algorithms import ALGORITHMS
+
+        return tuple(ALGORITHMS)
+    return ()
+
+
+def _section_schema(section: str, name: str | None) -> dict[str, Key]:
+    if section == "run":
+        return dict(RUN_KEYS)
+    if section == "faults":
+        return dict(FAULT_KEYS)
+    if section == "compression":
+        return dict(COMPRESSION_KEYS)
+    common = {
+        "topology": TOPOLOGY_KEYS,
+        "data": {"name": Key(DEFAULT_DATA, "str")},
+        "model": MODEL_KEYS,
+        "algorithm": {"name": Key(DEFAULT_ALGORITHM, "str")},
+    }[section]
+    return {**common, **_registry_keys(section, name)}
+
+
+# --------------------------------------------------------------------------- resolution
+def resolve(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Validate a raw (user) config and return it with every default filled in."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config: expected a table of sections, got {type(raw).__name__}")
+    for section, body in raw.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{section}: unknown section; allowed: {', '.join(SECTIONS)}"
+                f"{did_you_mean(section, SECTIONS)}"
+            )
+        if not isinstance(body, Mapping):
+            raise ConfigError(f"{section}: expected a table [{section}], got {body!r}")
+
+    out: dict[str, dict[str, Any]] = {}
+    for section in SECTIONS:
+        body = dict(raw.get(section, {}))
+        name = None
+        if section in ("topology", "data", "model", "algorithm"):
+            default_names = {
+                "topology": TOPOLOGY_KEYS["name"].default,
+                "data": DEFAULT_DATA,
+                "model": MODEL_KEYS["name"].default,
+                "algorithm": DEFAULT_ALGORITHM,
+            }
+            name = body.get("name", default_names[section])
+            field = f"{section}.name"
+            if not isinstance(name, str):
+                raise ConfigError(f"{field}: got {name!r}, expected a string")
+            if name not in _names(section):
+                raise unknown_name(field, name, _names(section))
+        schema = _section_schema(section, name)
+        resolved = {}
+        for key, value in body.items():
+            if key not in schema:
+                allowed = ", ".join(sorted(schema))
+                what = f" for {name!r}" if name else ""
+                raise ConfigError(
+                    f"{section}.{key}: unknown key{what}; allowed: {allowed}"
+                    f"{did_you_mean(key, schema)}"
+                )
+            resolved[key] = _check_value(f"{section}.{key}", value, schema[key])
+        for key, spec in schema.items():
+            if key not in resolved:
+                resolved[key] = copy.deepcopy(spec.default)
+        out[section] = resolved
+    _check_combinations(out, raw)
+    return out
+
+
+def _check_combinations(cfg: dict[str, dict[str, Any]], raw: Mapping[str, Any]) -> None:
+    run, topo, alg = cfg["run"], cfg["topology"], cfg["algorithm"]
+    if topo["seed"] is None:
+        topo["seed"] = run["seed"]
+    if topo["mixing"] not in topologies.MIXING_RULES:
+        raise unknown_name("topology.mixing", topo["mixing"], topologies.MIXING_RULES)
+    from .algorithms import ALGORITHMS
+
+    spec = ALGORITHMS[alg["name"]]
+    if spec.trains:
+        raw_alg = raw.get("algorithm", {})
+        if raw_alg.get("local_steps", 0) > 0 and "local_epochs" not in raw_alg:
+            alg["local_epochs"] = 0
+        if (alg["local_epochs"] > 0) == (alg["local_steps"] > 0):
+            raise ConfigError(
+                f"algorithm.local_epochs / algorithm.local_steps: got {alg['local_epochs']} and "
+                f"{alg['local_steps']}; set exactly one of them to a positive integer"
+            )
+        from .optim import check_optimizer
+
+        check_optimizer(alg)
+    if not spec.uses_data:
+        data_name = raw.get("data", {}).get("name")
+        if data_name not in (None, "none"):
+            raise ConfigError(
+                f"data.name: got {data_name!r}, but algorithm {alg['name']!r} uses no data; "
+                "allowed: 'none' (or leave [data] out)"
+            )
+        cfg["data"] = {"name": "none"}
+    elif cfg["data"]["name"] == "none":
+        raise ConfigError(
+            f"data.name: got 'none', but algorithm {alg['name']!r} trains on data; "
+            f"allowed: {', '.join(n for n in _names('data') if n != 'none')}"
+        )
+
+
+# --------------------------------------------------------------------------- Config object
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``tree["a"]["b"] = value`` for ``dotted = "a.b"`` (creating tables)."""
+    parts = dotted.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"{dotted}: expected a dotted key SECTION.KEY such as 'algorithm.lr'")
+    section, key = parts
+    if section not in SECTIONS:
+        raise ConfigError(
+            f"{dotted}: unknown section {section!r}; allowed: {', '.join(SECTIONS)}"
+            f"{did_you_mean(section, SECTIONS)}"
+        )
+    node = tree.setdefault(section, {})
+    if not isinstance(node, dict):
+        raise ConfigError(f"{section}: expected a table, got {node!r}")
+    node[key] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``KEY=VALUE`` where VALUE is TOML (bare words are taken as strings)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. --set algorithm.lr=0.05")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key, parsed
+
+
+class Config(Mapping):
+    """A resolved config: a read-only mapping of sections to dicts of values."""
+
+    def __init__(self, raw: Mapping[str, Any] | None = None, *, source: str | None = None):
+        self._raw = copy.deepcopy(dict(raw or {}))
+        self._resolved = resolve(self._raw)
+        self.source = source
+
+    # Mapping protocol
+    def __getitem__(self, section: str) -> dict[str, Any]:
+        return self._resolved[section]
+
+    def __iter__(self):
+        return iter(self._resolved)
+
+    def __len__(self) -> int:
+        return len(self._resolved)
+
+    def get(self, dotted: str, default: Any = None) -> Any:  # type: ignore[override]
+        section, _, key = dotted.partition(".")
+        if not key:
+            return self._resolved.get(section, default)
+        return self._resolved.get(section, {}).get(key, default)
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        return copy.deepcopy(self._raw)
+
+    def override(self, overrides: Mapping[str, Any]) -> Config:
+        """A new config with dotted-key overrides applied to the user's raw values."""
+        raw = self.raw
+        for k, v in overrides.items():
+            set_dotted(raw, k, v)
+        return Config(raw, source=self.source)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return copy.deepcopy(self._resolved)
+
+    def to_toml(self) -> str:
+        """The resolved config as TOML (keys whose value is None are left out)."""
+        clean = {
+            s: {k: v for k, v in body.items() if v is not None}
+            for s, body in self._resolved.items()
+        }
+        return tomli_w.dumps(clean)
+
+    def __repr__(self) -> str:
+        return f"Config({self._resolved!r})"
+
+
+def load_config(
+    path: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """Load a TOML config file (or a dict), apply dotted overrides, resolve and validate."""
+    if isinstance(path, Mapping):
+        raw, source = copy.deepcopy(dict(path)), None
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            raw = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML ({e})") from None
+        source = str(p)
+    for k, v in (overrides or {}).items():
+        set_dotted(raw, k, v)
+    return Config(raw, source=source)
+
+

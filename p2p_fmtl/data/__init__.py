@@ -1,0 +1,53 @@
+"""Datasets: generators and loaders returning a :class:`FederatedDataset`, and packing.
+
+Each entry of :data:`DATASETS` is a function ``f(n_nodes, *, key=default, ...)``; its
+keyword parameters are the config keys that sit beside ``data.name``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import ConfigError, unknown_name
+from .base import FederatedDataset, NodeDataset
+from .fedem_synthetic import fedem_synthetic
+from .packing import PackedData, pack
+
+DATASETS: dict[str, Callable[..., FederatedDataset] | None] = {
+    "fedem_synthetic": fedem_synthetic,
+    "none": None,  # algorithms that use no data (average)
+}
+
+
+def dataset_params(name: str) -> dict[str, Any]:
+    """The generator's config keys with their defaults."""
+    fn = DATASETS[name]
+    if fn is None:
+        return {}
+    return {
+        p.name: p.default
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.default is not p.empty
+    }
+
+
+def load_dataset(cfg: dict[str, Any], n_nodes: int) -> FederatedDataset:
+    """Generate or load the dataset of the ``[data]`` section for ``n_nodes`` nodes."""
+    name = cfg["name"]
+    if name not in DATASETS or DATASETS[name] is None:
+        raise unknown_name("data.name", name, [k for k, v in DATASETS.items() if v])
+    kwargs = {k: cfg[k] for k in dataset_params(name)}
+    try:
+        return DATASETS[name](n_nodes, **kwargs)
+    except ConfigError:
+        raise
+    except ValueError as e:  # generators raise ValueError("data.<key>: ...")
+        raise ConfigError(str(e)) from None
+
+
+__all__ = [
+    "DATASETS", "FederatedDataset", "NodeDataset", "PackedData", "dataset_params",
+    "load_dataset", "pack",
+]

@@ -1,0 +1,113 @@
+"""Local minibatch training of one node on its padded dataset.
+
+Everything here acts on ONE node (the engine vmaps it over nodes, D-EM also over
+components).  A node's data are the first ``count`` rows of arrays padded to ``S``.
+
+* ``local_epochs = E``: E passes over the node's own samples, reshuffled each epoch,
+  in batches of ``B``; the last batch of an epoch may be partial (like a PyTorch
+  ``DataLoader`` without ``drop_last``).  A node takes ``ceil(count / B)`` steps per
+  epoch; the packed scan runs ``ceil(S / B)`` and skips the empty batches, leaving
+  parameters and optimizer state untouched (so momentum and weight decay do not
+  act on padding).
+* ``local_steps = K``: K steps over the same epoch-reshuffled stream of batches.
+
+The batch loss is ``Σ_s w_s ℓ_s / (number of real samples in the batch)`` with
+per-sample weights ``w`` (all ones for plain SGD, responsibilities for D-EM).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from .optim import set_learning_rate
+
+
+class LocalWork(NamedTuple):
+    """How much local work a node does per round (static: it fixes the scan lengths)."""
+
+    batch_size: int
+    epochs: int
+    steps: int
+
+    @classmethod
+    def from_config(cls, alg: dict[str, Any]) -> LocalWork:
+        return cls(alg["batch_size"], alg["local_epochs"], alg["local_steps"])
+
+
+def _epoch_order(key, count, size):
+    """A random order of the node's ``count`` real rows, padding rows last."""
+    r = jax.random.uniform(key, (size,))
+    r = jnp.where(jnp.arange(size) < count, r, 2.0)
+    return jnp.argsort(r)
+
+
+def local_sgd(
+    params,
+    opt_state,
+    x: jax.Array,
+    y: jax.Array,
+    count: jax.Array,
+    weights: jax.Array | None,
+    key: jax.Array,
+    lr: jax.Array,
+    *,
+    per_sample_loss: Callable[[Any, jax.Array, jax.Array], jax.Array],
+    optimizer: optax.GradientTransformation,
+    work: LocalWork,
+):
+    """Run one round of local work; return ``(params, opt_state, mean batch loss)``.
+
+    ``per_sample_loss(params, xb, yb) -> (B,)``.  ``weights`` is ``(S,)`` or ``None``.
+    """
+    size = x.shape[0]
+    b = min(work.batch_size, size)
+    opt_state = set_learning_rate(opt_state, lr)
+    w_all = jnp.ones((size,), jnp.float32) if weights is None else weights
+
+    def step(carry, batch):
+        params, opt_state = carry
+        idx, valid = batch
+        xb, yb, wb = x[idx], y[idx], w_all[idx] * valid
+        n_real = jnp.maximum(valid.sum(), 1.0)
+
+        def loss_fn(p):
+            return jnp.sum(wb * per_sample_loss(p, xb, yb)) / n_real
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, new_opt = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        nonempty = valid.sum() > 0
+        keep = lambda new, old: jnp.where(nonempty, new, old)  # noqa: E731
+        carry = (jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_opt, opt_state))
+        return carry, (loss, nonempty)
+
+    if work.epochs > 0:
+        n_batches = -(-size // b)
+        pos = jnp.arange(n_batches * b).reshape(n_batches, b)
+
+        def epoch(carry, ekey):
+            order = _epoch_order(ekey, count, size)
+            idx = order[jnp.minimum(pos, size - 1)]
+            valid = (pos < count).astype(jnp.float32)
+            return jax.lax.scan(step, carry, (idx, valid))
+
+        keys = jax.random.split(key, work.epochs)
+        (params, opt_state), (losses, used) = jax.lax.scan(epoch, (params, opt_state), keys)
+    else:
+        per_epoch = jnp.maximum(-(-count // b), 1)
+
+        def batch_at(k):
+            e, j = k // per_epoch, k % per_epoch
+            order = _epoch_order(jax.random.fold_in(key, e), count, size)
+            p = j * b + jnp.arange(b)
+            return order[jnp.minimum(p, size - 1)], (p < count).astype(jnp.float32)
+
+        batches = jax.vmap(batch_at)(jnp.arange(work.steps))
+        (params, opt_state), (losses, used) = jax.lax.scan(step, (params, opt_state), batches)
+    mean_loss = jnp.sum(losses * used) / jnp.maximum(used.sum(), 1)
+    return params, opt_state, mean_loss
