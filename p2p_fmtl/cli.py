@@ -104,8 +104,9 @@ def cmd_topology(args) -> int:
     except topologies.TopologyError as e:
         raise UserError(str(e)) from None
     if args.draw:
-        _draw(G, args.draw, f"{args.name} (n={G.number_of_nodes()}, "
-              f"gap={info['spectral_gap']:.4f})")
+        _draw(
+            G, args.draw, f"{args.name} (n={G.number_of_nodes()}, gap={info['spectral_gap']:.4f})"
+        )
     if args.json:
         print(json.dumps(info))
     else:
@@ -123,8 +124,16 @@ def _draw(G, path: str, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(5, 5))
     pos = nx.kamada_kawai_layout(G) if G.number_of_nodes() <= 300 else nx.spring_layout(G, seed=0)
-    nx.draw_networkx(G, pos, ax=ax, node_size=80, with_labels=G.number_of_nodes() <= 40,
-                     font_size=7, node_color="#4C72B0", edge_color="#999999")
+    nx.draw_networkx(
+        G,
+        pos,
+        ax=ax,
+        node_size=80,
+        with_labels=G.number_of_nodes() <= 40,
+        font_size=7,
+        node_color="#4C72B0",
+        edge_color="#999999",
+    )
     ax.set_title(title)
     ax.set_axis_off()
     fig.tight_layout()
@@ -147,8 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run one simulation from a TOML config")
     r.add_argument("config", help="config file (TOML)")
-    r.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set algorithm.lr=0.05 (repeatable)")
+    r.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set algorithm.lr=0.05 (repeatable)",
+    )
     r.add_argument("--out", help="run directory (default runs/<config>-<algorithm>-<time>)")
     r.add_argument("--quiet", action="store_true", help="no progress bar or table")
     r.set_defaults(func=cmd_run)
@@ -156,8 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("topology", help="build a graph and report its mixing matrix")
     t.add_argument("name", help="builder name (ring, torus, erdos_renyi, ...)")
     t.add_argument("--n", type=int, default=None, help="number of nodes")
-    t.add_argument("--param", action="append", metavar="KEY=VALUE",
-                   help="builder parameter, e.g. --param p=0.3 (repeatable)")
+    t.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="builder parameter, e.g. --param p=0.3 (repeatable)",
+    )
     t.add_argument("--mixing", default="metropolis", help="mixing rule (default metropolis)")
     t.add_argument("--seed", type=int, default=0, help="graph seed (default 0)")
     t.add_argument("--json", action="store_true", help="print one JSON object")

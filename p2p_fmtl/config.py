@@ -20,6 +20,7 @@ Python use::
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import tomllib
 from collections.abc import Mapping
@@ -50,6 +51,7 @@ class Key:
     lo_open: bool = False
     choices: tuple[str, ...] | None = None
     help: str = ""
+    required: bool = False
 
 
 def _kind_of(value: Any) -> str:
@@ -161,7 +163,9 @@ TOPOLOGY_KEYS = {
     "mixing": Key("metropolis", "str", help="mixing-matrix rule"),
     "seed": Key(None, "int", lo=0, help="graph seed (default: run.seed)"),
     "operator": Key(
-        "auto", "str", choices=("auto", "dense", "sparse"),
+        "auto",
+        "str",
+        choices=("auto", "dense", "sparse"),
         help="gossip as a dense W @ X or an edge list with segment_sum",
     ),
 }
@@ -177,13 +181,17 @@ OPTIMIZER_KEYS = {
     "weight_decay": Key(0.0, "float", lo=0.0),
     "schedule": Key("constant", "str", choices=("constant", "multistep", "cosine")),
     "milestones": Key(
-        [0.5, 0.75], "list[float]", lo=0.0,
+        [0.5, 0.75],
+        "list[float]",
+        lo=0.0,
         help="multistep: rounds (>= 1) or fractions of run.rounds (< 1)",
     ),
     "gamma": Key(0.1, "float", lo=0.0, lo_open=True, help="multistep decay factor"),
     "lr_min": Key(0.0, "float", lo=0.0, help="cosine: final learning rate"),
     "init": Key(
-        "identical", "str", choices=("identical", "independent"),
+        "identical",
+        "str",
+        choices=("identical", "independent"),
         help="same initial model on every node, or one per node",
     ),
 }
@@ -208,6 +216,14 @@ def _keys_from_defaults(defaults: Mapping[str, Any]) -> dict[str, Key]:
     """Keys for a builder's or generator's keyword parameters, typed by their defaults."""
     out = {}
     for k, d in defaults.items():
+        if d is inspect.Parameter.empty:  # a required keyword, e.g. edgelist's path
+            out[k] = Key(None, "str", required=True)
+            continue
+        if isinstance(d, tuple):  # sequence defaults are written as TOML lists
+            d = list(d)
+            kind = "list[int]" if all(isinstance(v, int) for v in d) else "list[float]"
+            out[k] = Key(d, kind, lo=1 if kind == "list[int]" else None)
+            continue
         kind = _kind_of(d)
         if d is None:
             kind = "number|none"
@@ -314,6 +330,10 @@ def resolve(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             resolved[key] = _check_value(f"{section}.{key}", value, schema[key])
         for key, spec in schema.items():
             if key not in resolved:
+                if spec.required:
+                    raise ConfigError(
+                        f"{section}.{key}: missing; {name!r} needs it ({_describe(spec)})"
+                    )
                 resolved[key] = copy.deepcopy(spec.default)
         out[section] = resolved
     _check_combinations(out, raw)
@@ -455,5 +475,3 @@ def load_config(
     for k, v in (overrides or {}).items():
         set_dotted(raw, k, v)
     return Config(raw, source=source)
-
-

@@ -5,7 +5,7 @@ The learning rate is injected into the optimizer state
 round index, as the reference implementations step their schedulers per round:
 
 * ``constant``  lr,
-* ``multistep`` lr · gamma^(number of milestones passed) (:func:`optax.piecewise_constant_schedule`),
+* ``multistep`` lr · gamma^(milestones passed) (:func:`optax.piecewise_constant_schedule`),
 * ``cosine``    lr_min + (lr − lr_min)(1 + cos(π t / R)) / 2 (:func:`optax.cosine_decay_schedule`).
 
 Weight decay is passed to optimizers that take it (``adamw``, ``lion``, ...); for the
@@ -103,6 +103,4 @@ def lr_schedule(alg: dict[str, Any], rounds: int):
             r = int(round(m * rounds)) if m < 1 else int(m)
             bounds[r] = bounds.get(r, 1.0) * alg["gamma"]
         return optax.piecewise_constant_schedule(lr, bounds)
-    return optax.cosine_decay_schedule(
-        lr, decay_steps=max(rounds, 1), alpha=alg["lr_min"] / lr
-    )
+    return optax.cosine_decay_schedule(lr, decay_steps=max(rounds, 1), alpha=alg["lr_min"] / lr)

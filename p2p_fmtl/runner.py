@@ -148,7 +148,9 @@ def run(
                 row["test_acc_p10"] = float(np.percentile(score, 10))
             else:
                 row["test_mse_p90"] = float(np.percentile(score, 90))
-            row["train_loss"] = float(np.sum(ev["train_loss"] * packed.n_train) / packed.n_train.sum())
+            row["train_loss"] = float(
+                np.sum(ev["train_loss"] * packed.n_train) / packed.n_train.sum()
+            )
         row["consensus_distance"] = float(ev["consensus_distance"])
         row["bytes_total"] = int(bytes_per_round.sum() * t)
         if spec.trains:

@@ -76,6 +76,11 @@ def make_task(kind: str, num_classes: int, loss: str = "auto") -> Task:
         probs = jax.nn.softmax
         return Task(kind, loss, num_classes, num_classes, _softmax_loss, probs, _correct(probs))
     return Task(
-        kind, loss, 1, 1, _squared_loss, lambda out: out,
+        kind,
+        loss,
+        1,
+        1,
+        _squared_loss,
+        lambda out: out,
         lambda out, y: (out[:, 0] - y) ** 2,
     )

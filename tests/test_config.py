@@ -73,3 +73,12 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("[run\nseed = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_edgelist_topology_needs_a_path(tmp_path):
+    with pytest.raises(ConfigError, match=r"topology\.path: missing; 'edgelist' needs it"):
+        load_config({"topology": {"name": "edgelist"}})
+    f = tmp_path / "g.txt"
+    f.write_text("0 1\n1 2\n2 0\n")
+    cfg = load_config({"topology": {"name": "edgelist", "n": 3, "path": str(f)}})
+    assert cfg["topology"]["path"] == str(f)

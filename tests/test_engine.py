@@ -89,8 +89,12 @@ def test_local_epochs_skip_padding_batches():
         "topology": {"name": "ring", "n": n},
         "data": SMALL_DATA,
         "algorithm": {
-            "name": "local", "lr": lr, "local_epochs": epochs, "batch_size": bsz,
-            "momentum": mom, "weight_decay": wd,
+            "name": "local",
+            "lr": lr,
+            "local_epochs": epochs,
+            "batch_size": bsz,
+            "momentum": mom,
+            "weight_decay": wd,
         },
     }
     w0 = run(load_config(base)).params

@@ -29,7 +29,10 @@ def fmt(value: object) -> str:
     if isinstance(value, bool) or value is None:
         return repr(value)
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.6g}"
+        if not math.isfinite(value):
+            return repr(value)
+        text = f"{value:.6g}"
+        return text if any(c in text for c in ".e") else text + ".0"  # keep 2.0 a float
     if isinstance(value, str):
         return repr(value)
     try:  # numpy scalars

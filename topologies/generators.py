@@ -60,8 +60,9 @@ def _is_real(value: object) -> bool:
     )
 
 
-def _check_int(key: str, value: object, lo: int | None = None, hi: int | None = None,
-               what: str = "") -> int:
+def _check_int(
+    key: str, value: object, lo: int | None = None, hi: int | None = None, what: str = ""
+) -> int:
     """Return ``value`` as an ``int`` if it is an integer in ``[lo, hi]``."""
     if _is_int(value):
         v = int(value)  # type: ignore[arg-type]
@@ -81,8 +82,7 @@ def _check_int(key: str, value: object, lo: int | None = None, hi: int | None = 
 
 
 def _check_n(n: object, name: str, minimum: int = 2) -> int:
-    return _check_int("topology.n", n, lo=minimum,
-                      what=f"an integer >= {minimum} for {name!r}")
+    return _check_int("topology.n", n, lo=minimum, what=f"an integer >= {minimum} for {name!r}")
 
 
 def _check_probability(key: str, value: object, *, allow_zero: bool = False) -> float:
@@ -115,13 +115,18 @@ def _try_seeds(seed: int | None, tries: int) -> list[int]:
 
 
 def _finish(G: nx.Graph, name: str) -> nx.Graph:
-    """Copy ``G`` into a graph with nodes in sorted order and sorted edges, check it.
+    """Return ``G`` with nodes in sorted order (copying only if needed), and check it.
 
     Drops self-loops and raises :class:`TopologyError` if the result is disconnected.
     """
-    H = nx.Graph(name=name)
-    H.add_nodes_from((v, G.nodes[v]) for v in sorted(G.nodes))
-    H.add_edges_from(sorted((min(u, v), max(u, v)) for u, v in G.edges() if u != v))
+    if type(G) is nx.Graph and list(G) == list(range(len(G))):
+        H = G  # already in order: skip the copy (matters for n ~ 1e5)
+        H.remove_edges_from(list(nx.selfloop_edges(H)))
+        H.graph = {"name": name}
+    else:
+        H = nx.Graph(name=name)
+        H.add_nodes_from((v, G.nodes[v]) for v in sorted(G.nodes))
+        H.add_edges_from(sorted((min(u, v), max(u, v)) for u, v in G.edges() if u != v))
     if H.number_of_nodes() == 0 or not nx.is_connected(H):
         k = nx.number_connected_components(H)
         raise TopologyError(f"topology: {name} is disconnected ({k} components)")
@@ -458,8 +463,9 @@ def two_cliques(n: int, *, bridges: int = 1, seed: int | None = None) -> nx.Grap
 # --------------------------------------------------------------------------------------
 
 
-def erdos_renyi(n: int, *, p: float = 0.5, seed: int | None = None,
-                max_tries: int = 100) -> nx.Graph:
+def erdos_renyi(
+    n: int, *, p: float = 0.5, seed: int | None = None, max_tries: int = 100
+) -> nx.Graph:
     """Return a connected Erdős–Rényi graph ``G(n, p)``.
 
     Each of the ``n (n - 1) / 2`` possible edges is present independently with
@@ -514,8 +520,9 @@ def erdos_renyi(n: int, *, p: float = 0.5, seed: int | None = None,
     )
 
 
-def random_regular(n: int, *, d: int = 4, seed: int | None = None,
-                   max_tries: int = 100) -> nx.Graph:
+def random_regular(
+    n: int, *, d: int = 4, seed: int | None = None, max_tries: int = 100
+) -> nx.Graph:
     """Return a connected random ``d``-regular graph on ``n`` nodes.
 
     Drawn uniformly-ish with ``nx.random_regular_graph`` (Steger–Wormald
@@ -658,8 +665,9 @@ def barabasi_albert(n: int, *, m: int = 2, seed: int | None = None) -> nx.Graph:
     return _finish(G, f"barabasi_albert(n={n}, m={m}, seed={seed})")
 
 
-def random_geometric(n: int, *, radius: float | None = None, seed: int | None = None,
-                     max_tries: int = 100) -> nx.Graph:
+def random_geometric(
+    n: int, *, radius: float | None = None, seed: int | None = None, max_tries: int = 100
+) -> nx.Graph:
     """Return a connected random geometric graph in the unit square.
 
     ``n`` points are drawn uniformly in ``[0, 1]^2`` and two nodes are joined
@@ -726,8 +734,9 @@ def _sorted_labels(labels: list[Hashable]) -> list[Hashable]:
         return labels
 
 
-def edgelist(n: int | None = None, *, path: str | os.PathLike[str],
-             seed: int | None = None) -> nx.Graph:
+def edgelist(
+    n: int | None = None, *, path: str | os.PathLike[str], seed: int | None = None
+) -> nx.Graph:
     """Read a graph from a whitespace-separated edge list file.
 
     Each non-empty line is ``u v`` or ``u v weight``; everything after ``#`` is
@@ -774,9 +783,7 @@ def edgelist(n: int | None = None, *, path: str | os.PathLike[str],
     except FileNotFoundError:
         raise TopologyError(f"topology.path: file not found: {os.fspath(path)!r}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise TopologyError(
-            f"topology.path: cannot read {os.fspath(path)!r}: {exc}"
-        ) from None
+        raise TopologyError(f"topology.path: cannot read {os.fspath(path)!r}: {exc}") from None
     pairs: list[tuple[str, str]] = []
     for lineno, line in enumerate(lines, start=1):
         fields = line.split("#", 1)[0].split()
@@ -877,8 +884,12 @@ def from_graph(G: nx.Graph) -> nx.Graph:
         )
     out = nx.Graph(name=str(G.graph.get("name") or "from_graph"))
     out.add_nodes_from((i, H.nodes[i]) for i in range(len(labels)))
-    out.add_edges_from(sorted(((min(u, v), max(u, v), d) for u, v, d in H.edges(data=True)),
-                              key=lambda e: (e[0], e[1])))
+    out.add_edges_from(
+        sorted(
+            ((min(u, v), max(u, v), d) for u, v, d in H.edges(data=True)),
+            key=lambda e: (e[0], e[1]),
+        )
+    )
     return out
 
 

@@ -74,16 +74,18 @@ def _edge_arrays(G: nx.Graph) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     return n, u, v, deg
 
 
-def _assemble(n: int, u: np.ndarray, v: np.ndarray, w: np.ndarray,
-              diag: np.ndarray | None = None) -> Edges:
+def _assemble(
+    n: int, u: np.ndarray, v: np.ndarray, w: np.ndarray, diag: np.ndarray | None = None
+) -> Edges:
     """Both directions of each edge plus the diagonal, sorted by (receiver, sender).
 
     The diagonal is ``1 − Σ_{j≠i} W_ij`` unless ``diag`` is given.
     """
     w = np.asarray(w, dtype=np.float64)
     if diag is None:
-        diag = 1.0 - (np.bincount(u, weights=w, minlength=n)
-                      + np.bincount(v, weights=w, minlength=n))
+        diag = 1.0 - (
+            np.bincount(u, weights=w, minlength=n) + np.bincount(v, weights=w, minlength=n)
+        )
     nodes = np.arange(n, dtype=np.int64)
     receivers = np.concatenate([u, v, nodes])
     senders = np.concatenate([v, u, nodes])
@@ -130,8 +132,9 @@ _FMMC_MISSING = (
 )
 
 
-def _fmmc_edges(n: int, u: np.ndarray, v: np.ndarray, deg: np.ndarray, *,
-                zero_diagonal: bool = False) -> Edges:
+def _fmmc_edges(
+    n: int, u: np.ndarray, v: np.ndarray, deg: np.ndarray, *, zero_diagonal: bool = False
+) -> Edges:
     if not isinstance(zero_diagonal, bool | np.bool_):
         raise TopologyError(
             f"topology.zero_diagonal: got {fmt(zero_diagonal)}, expected true or false"
@@ -144,9 +147,7 @@ def _fmmc_edges(n: int, u: np.ndarray, v: np.ndarray, deg: np.ndarray, *,
     what = "'fmmc' with zero_diagonal=true" if zero_diagonal else "'fmmc'"
     if m == 0:
         if zero_diagonal:
-            raise TopologyError(
-                f"topology.mixing: {what} is infeasible on a graph without edges"
-            )
+            raise TopologyError(f"topology.mixing: {what} is infeasible on a graph without edges")
         return _assemble(n, u, v, np.zeros(0))
     cols = np.arange(m)
     B = np.zeros((n, m))  # signed incidence matrix
@@ -164,7 +165,10 @@ def _fmmc_edges(n: int, u: np.ndarray, v: np.ndarray, deg: np.ndarray, *,
     installed = cp.installed_solvers()
     if "CLARABEL" in installed:
         options: dict[str, Any] = {
-            "solver": "CLARABEL", "tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9
+            "solver": "CLARABEL",
+            "tol_gap_abs": 1e-9,
+            "tol_gap_rel": 1e-9,
+            "tol_feas": 1e-9,
         }
     elif "SCS" in installed:
         options = {"solver": "SCS", "eps": 1e-9}
@@ -226,8 +230,11 @@ def _rule_edges(G: nx.Graph, rule: object, kw: dict[str, Any]) -> tuple[int, Edg
     if not isinstance(rule, str) or rule not in _EDGE_RULES:
         raise unknown_name("topology.mixing", rule, _EDGE_RULES)
     fn = _EDGE_RULES[rule]
-    allowed = [p.name for p in inspect.signature(fn).parameters.values()
-               if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    allowed = [
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
     for key in kw:
         if key not in allowed:
             raise unknown_key(key, f"mixing rule {rule!r}", allowed)
@@ -515,8 +522,9 @@ def _unreached_from_0(adj: np.ndarray) -> int | None:
     return None if seen.all() else int(np.flatnonzero(~seen)[0])
 
 
-def validate_mixing(W: Any, G: nx.Graph | None = None, *, atol: float = 1e-8,
-                    require_connected: bool = True) -> None:
+def validate_mixing(
+    W: Any, G: nx.Graph | None = None, *, atol: float = 1e-8, require_connected: bool = True
+) -> None:
     """Check that ``W`` is a valid gossip matrix (for ``G``, when given).
 
     Checks, in order: ``W`` is a square 2-D array (of ``G``'s size), all entries

@@ -33,7 +33,10 @@ def build(ctx: Context) -> Algorithm:
 
 
 SPEC = AlgorithmSpec(
-    "average", build, trains=False, uses_data=False,
+    "average",
+    build,
+    trains=False,
+    uses_data=False,
     keys={
         "dim": Key(100, "int", lo=1, help="length of each node's random vector"),
         "init": Key("independent", "str", choices=("independent",)),

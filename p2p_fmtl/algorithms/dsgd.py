@@ -36,8 +36,17 @@ def sgd_algorithm(ctx: Context, name: str, communicates: bool) -> Algorithm:
 
     def local_update(state, data, key, lr):
         params, opt_state, loss = local_sgd(
-            state.params, state.opt_state, data.x_train, data.y_train, data.n_train, None,
-            key, lr, per_sample_loss=per_sample_loss, optimizer=optimizer, work=ctx.work,
+            state.params,
+            state.opt_state,
+            data.x_train,
+            data.y_train,
+            data.n_train,
+            None,
+            key,
+            lr,
+            per_sample_loss=per_sample_loss,
+            optimizer=optimizer,
+            work=ctx.work,
         )
         return SGDState(params, opt_state), loss
 

@@ -48,6 +48,11 @@ def load_dataset(cfg: dict[str, Any], n_nodes: int) -> FederatedDataset:
 
 
 __all__ = [
-    "DATASETS", "FederatedDataset", "NodeDataset", "PackedData", "dataset_params",
-    "load_dataset", "pack",
+    "DATASETS",
+    "FederatedDataset",
+    "NodeDataset",
+    "PackedData",
+    "dataset_params",
+    "load_dataset",
+    "pack",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import jax
-import jax.numpy as jnp
 
 
 def dense_init(key, fan_in: int, fan_out: int) -> dict[str, jax.Array]:

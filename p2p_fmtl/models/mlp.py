@@ -12,9 +12,15 @@ from .linear import dense_init
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jax.numpy.tanh, "gelu": jax.nn.gelu}
 
 
-def mlp(input_shape: tuple[int, ...], out_dim: int, *, hidden: list = [64], activation: str = "relu"):  # noqa: B006
+def mlp(
+    input_shape: tuple[int, ...],
+    out_dim: int,
+    *,
+    hidden: tuple[int, ...] = (64,),
+    activation: str = "relu",
+):
     """``hidden`` sizes of fully connected layers, each followed by ``activation``."""
-    if not isinstance(hidden, list) or not all(
+    if not isinstance(hidden, list | tuple) or not all(
         isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
     ):
         raise ConfigError(f"model.hidden: got {hidden!r}, expected a list of positive integers")
@@ -27,9 +33,7 @@ def mlp(input_shape: tuple[int, ...], out_dim: int, *, hidden: list = [64], acti
 
     def init(key):
         keys = jax.random.split(key, len(sizes) - 1)
-        return {
-            f"dense_{i}": dense_init(k, sizes[i], sizes[i + 1]) for i, k in enumerate(keys)
-        }
+        return {f"dense_{i}": dense_init(k, sizes[i], sizes[i + 1]) for i, k in enumerate(keys)}
 
     def apply(params, x):
         h = x.reshape(x.shape[0], -1)
