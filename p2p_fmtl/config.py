@@ -279,7 +279,12 @@ def _section_schema(section: str, name: str | None) -> dict[str, Key]:
         return dict(COMPRESSION_KEYS)
     common = {
         "topology": TOPOLOGY_KEYS,
-        "data": {"name": Key(DEFAULT_DATA, "str")},
+        "data": {
+            "name": Key(DEFAULT_DATA, "str"),
+            "holdout_nodes": Key(
+                0.0, "any", help="unseen nodes: a fraction in [0, 1) or a list of node ids"
+            ),
+        },
         "model": MODEL_KEYS,
         "algorithm": {"name": Key(DEFAULT_ALGORITHM, "str")},
     }[section]
@@ -344,8 +349,11 @@ def _check_combinations(cfg: dict[str, dict[str, Any]], raw: Mapping[str, Any]) 
     run, topo, alg = cfg["run"], cfg["topology"], cfg["algorithm"]
     if topo["seed"] is None:
         topo["seed"] = run["seed"]
-    if topo["mixing"] not in topologies.MIXING_RULES:
-        raise unknown_name("topology.mixing", topo["mixing"], topologies.MIXING_RULES)
+    from .network import SERVER_RULES
+
+    rules = {*topologies.MIXING_RULES, *SERVER_RULES}
+    if topo["mixing"] not in rules:
+        raise unknown_name("topology.mixing", topo["mixing"], rules)
     from .algorithms import ALGORITHMS
 
     spec = ALGORITHMS[alg["name"]]

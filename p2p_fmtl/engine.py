@@ -49,17 +49,21 @@ class Engine:
     def _init_impl(self, keys, data):
         return jax.vmap(self.alg.init)(keys, data)
 
-    def _chunk_impl(self, state, key, lrs, mixing: Mixing, data):
+    def _chunk_impl(self, state, key, lrs, mixing: Mixing, data, active):
         alg = self.alg
         n = jax.tree.leaves(state)[0].shape[0]
+
+        def keep_inactive(new, old):
+            return jnp.where(active.reshape((n,) + (1,) * (new.ndim - 1)), new, old)
 
         def one_round(carry, lr):
             state, key = carry
             key, sub = jax.random.split(key)
             node_keys = jax.random.split(sub, n)
-            state, loss = jax.vmap(alg.local_update, in_axes=(0, 0, 0, None))(
+            new, loss = jax.vmap(alg.local_update, in_axes=(0, 0, 0, None))(
                 state, data, node_keys, lr
             )
+            state = jax.tree.map(keep_inactive, new, state)  # held-out nodes never train
             if alg.communicates:
                 state = alg.replace_shared(state, mix(alg.shared(state), mixing))
             return (state, key), jnp.mean(loss)
@@ -67,9 +71,13 @@ class Engine:
         (state, key), losses = jax.lax.scan(one_round, (state, key), lrs)
         return state, key, losses
 
-    def _eval_impl(self, state, data):
+    def _eval_impl(self, state, data, active, borrow: Mixing | None):
+        """Per-node test score and train loss, consensus distance over active nodes, and,
+        with ``borrow``, the score of every node after borrowing its neighbours' shared
+        state and adapting (how a node that never trained is served)."""
         alg = self.alg
-        out = {"consensus_distance": consensus_distance(alg.shared(state))}
+        shared = alg.shared(state)
+        out = {"consensus_distance": consensus_distance(shared, active)}
         if alg.score is None or data is None:
             return out
 
@@ -79,6 +87,11 @@ class Engine:
             return test, train
 
         out["test_score"], out["train_loss"] = jax.vmap(node_eval)(state, data)
+        if borrow is not None:
+            borrowed = alg.replace_shared(state, mix(shared, borrow))
+            if alg.adapt is not None:
+                borrowed = jax.vmap(alg.adapt)(borrowed, data)
+            out["unseen_score"], _ = jax.vmap(node_eval)(borrowed, data)
         return out
 
     # ---------------------------------------------------------------- calling
@@ -97,10 +110,11 @@ class Engine:
     def init(self, keys, data):
         return self._call("init", self._init_impl, keys, data)
 
-    def run_rounds(self, state, key, lrs, mixing, data):
+    def run_rounds(self, state, key, lrs, mixing, data, active):
         """Run ``len(lrs)`` rounds; return the new state and key and the mean local loss."""
-        return self._call("chunk", self._chunk_impl, state, key, jnp.asarray(lrs), mixing, data)
+        lrs = jnp.asarray(lrs)
+        return self._call("chunk", self._chunk_impl, state, key, lrs, mixing, data, active)
 
-    def evaluate(self, state, data) -> dict[str, np.ndarray]:
-        out = self._call("eval", self._eval_impl, state, data)
+    def evaluate(self, state, data, active, borrow=None) -> dict[str, np.ndarray]:
+        out = self._call("eval", self._eval_impl, state, data, active, borrow)
         return {k: np.asarray(v) for k, v in out.items()}

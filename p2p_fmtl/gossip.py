@@ -70,12 +70,18 @@ def mix(tree, op: Mixing):
     return jax.tree.map(sparse, tree)
 
 
-def consensus_distance(tree) -> jax.Array:
-    """``(1/N) Σ_i ‖θ_i − θ̄‖²`` summed over all leaves (and components)."""
+def consensus_distance(tree, active=None) -> jax.Array:
+    """``(1/N) Σ_i ‖θ_i − θ̄‖²`` summed over all leaves (and components).
+
+    With a boolean ``active`` mask, only those nodes count (N = their number).
+    """
     total = 0.0
     for x in jax.tree.leaves(tree):
         x = x.reshape(x.shape[0], -1)
-        total = total + jnp.sum((x - x.mean(axis=0)) ** 2) / x.shape[0]
+        w = jnp.ones(x.shape[0]) if active is None else active.astype(x.dtype)
+        k = jnp.maximum(w.sum(), 1.0)
+        mean = (w[:, None] * x).sum(axis=0) / k
+        total = total + jnp.sum(w[:, None] * (x - mean) ** 2) / k
     return total
 
 

@@ -20,6 +20,7 @@ from .data import PackedData, load_dataset, pack
 from .engine import Engine
 from .errors import ConfigError, UserError
 from .gossip import make_mixing, num_values
+from .network import borrow_matrix, holdout_mask, training_degrees, training_mixing
 from .models import build_model
 from .optim import lr_schedule, make_optimizer
 from .results import RunResult, flatten_params
@@ -34,17 +35,14 @@ _ENGINES: dict[str, Engine] = {}
 _DATA_FREE_KEYS = ("lr", "schedule", "milestones", "gamma", "lr_min", "init")
 
 
-def build_topology(cfg: Config):
-    """The graph and its validated mixing matrix for the ``[topology]`` section."""
+def build_graph(cfg: Config):
+    """The graph of the ``[topology]`` section."""
     t = cfg["topology"]
     params = {k: t[k] for k in topologies.builder_params(t["name"]) if t.get(k) is not None}
     try:
-        G = topologies.build(t["name"], t["n"], seed=t["seed"], **params)
-        W = topologies.mixing_matrix(G, rule=t["mixing"])
-        topologies.validate_mixing(W, G)
+        return topologies.build(t["name"], t["n"], seed=t["seed"], **params)
     except topologies.TopologyError as e:
         raise UserError(str(e)) from None
-    return G, W
 
 
 def _engine_for(cfg: Config, shapes: list, build) -> Engine:
@@ -54,6 +52,14 @@ def _engine_for(cfg: Config, shapes: list, build) -> Engine:
     if key not in _ENGINES:
         _ENGINES[key] = Engine(build())
     return _ENGINES[key]
+
+
+def _spectral_gap(W: np.ndarray, holdout: np.ndarray) -> float | None:
+    """Spectral gap of the training nodes' mixing matrix (None when too large for eig)."""
+    train = np.flatnonzero(~holdout)
+    if len(train) > 4000:
+        return None
+    return float(topologies.spectral_gap(W[np.ix_(train, train)]))
 
 
 def _node_data(packed: PackedData | None):
@@ -83,12 +89,13 @@ def run(
     t_start = time.perf_counter()
     run_cfg, topo_cfg, alg_cfg = cfg["run"], cfg["topology"], cfg["algorithm"]
     spec = ALGORITHMS[alg_cfg["name"]]
-    G, W = build_topology(cfg)
-    n = W.shape[0]
+    G = build_graph(cfg)
+    n = G.number_of_nodes()
 
     # data, task, model, optimizer
     packed, task, model, optimizer, work = None, None, None, None, None
     dataset_info: dict[str, Any] = {}
+    holdout = np.zeros(n, dtype=bool)
     if spec.uses_data:
         ds = load_dataset(cfg["data"], n)
         if ds.num_nodes != n:
@@ -100,9 +107,16 @@ def run(
         packed = pack(ds)
         task = make_task(ds.task, ds.num_classes, cfg["model"]["loss"])
         model = build_model(cfg["model"], ds.feature_shape, task.out_dim)
+        holdout = holdout_mask(cfg["data"]["holdout_nodes"], n, run_cfg["seed"])
     if spec.trains:
         optimizer = make_optimizer(alg_cfg)
         work = LocalWork.from_config(alg_cfg)
+    n_train = None if packed is None else packed.n_train
+    W = training_mixing(G, topo_cfg["mixing"], holdout, n_train)
+    borrow = None
+    if holdout.any():
+        _, borrow = make_mixing(borrow_matrix(G, holdout), topo_cfg["operator"])
+    active = jax.numpy.asarray(~holdout)
 
     shapes = [
         None if task is None else [task.kind, task.loss_name, task.num_classes],
@@ -127,7 +141,7 @@ def run(
     state = engine.init(_init_keys(k_init, n, alg_cfg.get("init", "independent")), data)
 
     # the byte ledger: each round every node sends its shared state to each neighbour
-    degree = np.array([G.degree(i) for i in range(n)], dtype=np.int64)
+    degree = training_degrees(G, holdout)
     msg_bytes = num_values(alg.shared(state)) * BYTES_PER_VALUE if alg.communicates else 0
     bytes_per_round = degree * msg_bytes
 
@@ -138,19 +152,22 @@ def run(
 
     def evaluate(t: int) -> None:
         nonlocal last_eval
-        ev = engine.evaluate(state, data)
+        ev = engine.evaluate(state, data, active, borrow)
         last_eval = ev
         row: dict[str, Any] = {"round": t}
         if "test_score" in ev:
-            score, n_test = ev["test_score"], packed.n_test
+            seen = ~holdout
+            score, n_test = ev["test_score"][seen], packed.n_test[seen]
             row[f"test_{metric}"] = float(np.sum(score * n_test) / max(n_test.sum(), 1))
             if metric == "acc":
                 row["test_acc_p10"] = float(np.percentile(score, 10))
             else:
                 row["test_mse_p90"] = float(np.percentile(score, 90))
-            row["train_loss"] = float(
-                np.sum(ev["train_loss"] * packed.n_train) / packed.n_train.sum()
-            )
+            if "unseen_score" in ev:
+                us, un = ev["unseen_score"][holdout], packed.n_test[holdout]
+                row[f"test_{metric}_unseen"] = float(np.sum(us * un) / max(un.sum(), 1))
+            tl, nt = ev["train_loss"][seen], packed.n_train[seen]
+            row["train_loss"] = float(np.sum(tl * nt) / max(nt.sum(), 1))
         row["consensus_distance"] = float(ev["consensus_distance"])
         row["bytes_total"] = int(bytes_per_round.sum() * t)
         if spec.trains:
@@ -165,7 +182,7 @@ def run(
         length = min(every, rounds - t)
         c0 = engine.compile_seconds
         t0 = time.perf_counter()
-        state, key, _ = engine.run_rounds(state, key, lrs[t : t + length], mixing, data)
+        state, key, _ = engine.run_rounds(state, key, lrs[t : t + length], mixing, data, active)
         jax.block_until_ready(state)
         t_train += time.perf_counter() - t0 - (engine.compile_seconds - c0)
         t += length
@@ -182,8 +199,10 @@ def run(
         row = {"node": i}
         if packed is not None:
             row.update(n_train=int(packed.n_train[i]), n_test=int(packed.n_test[i]))
-            row[f"test_{metric}"] = float(last_eval["test_score"][i])
+            score = last_eval["unseen_score" if holdout[i] else "test_score"][i]
+            row[f"test_{metric}"] = float(score)
             row["train_loss"] = float(last_eval["train_loss"][i])
+            row["holdout"] = int(holdout[i])
         row.update(degree=int(degree[i]), bytes_sent=int(bytes_per_round[i] * rounds))
         nodes.append(row)
 
@@ -196,7 +215,8 @@ def run(
         "rounds": rounds,
         "seed": run_cfg["seed"],
         **{k: v for k, v in final.items() if k not in ("round", "lr", "wall_s")},
-        "spectral_gap": float(topologies.spectral_gap(W)),
+        "spectral_gap": _spectral_gap(W, holdout),
+        "holdout_nodes": np.flatnonzero(holdout).tolist(),
         "gossip_operator": kind,
         "padding_fraction": None if packed is None else packed.padding_fraction,
         "wall_s": round(time.perf_counter() - t_start, 4),
@@ -207,6 +227,8 @@ def run(
         "jax_version": jax.__version__,
     }
     params = flatten_params(alg.shared(state))
+    if alg.extras is not None:
+        params.update({k: np.asarray(v) for k, v in alg.extras(state).items()})
     result = RunResult(cfg, history, nodes, summary, params, state=state)
     result.dataset_info = dataset_info  # type: ignore[attr-defined]
     if out is not None:

@@ -24,12 +24,16 @@ class Task(NamedTuple):
     out_dim: int
     num_classes: int
     loss: Callable  # (outputs (B, out), y (B,)) -> per-sample loss (B,)
-    probs: Callable  # outputs -> (B, C) class probabilities (classification only)
-    score: Callable  # (outputs, y) -> per-sample correct (0/1) or squared error
+    probs: Callable  # outputs -> (B, C) class probabilities (regression: the prediction)
+    score_probs: Callable  # (probs, y) -> per-sample correct (0/1) or squared error
 
     @property
     def metric(self) -> str:
         return "mse" if self.kind == "regression" else "acc"
+
+    def score(self, out, y):
+        """Per-sample test score of model outputs: correct (0/1) or squared error."""
+        return self.score_probs(self.probs(out), y)
 
 
 def _logistic_loss(out, y):
@@ -49,11 +53,12 @@ def _squared_loss(out, y):
     return 0.5 * (out[:, 0] - y) ** 2
 
 
-def _correct(probs_fn):
-    def score(out, y):
-        return (jnp.argmax(probs_fn(out), axis=-1) == y).astype(jnp.float32)
+def _correct(probs, y):
+    return (jnp.argmax(probs, axis=-1) == y).astype(jnp.float32)
 
-    return score
+
+def _squared_error(pred, y):
+    return (pred[:, 0] - y) ** 2
 
 
 def make_task(kind: str, num_classes: int, loss: str = "auto") -> Task:
@@ -71,16 +76,7 @@ def make_task(kind: str, num_classes: int, loss: str = "auto") -> Task:
             f"'auto', {', '.join(repr(a) for a in allowed)}"
         )
     if loss == "logistic":
-        return Task(kind, loss, 1, 2, _logistic_loss, _binary_probs, _correct(_binary_probs))
+        return Task(kind, loss, 1, 2, _logistic_loss, _binary_probs, _correct)
     if loss == "softmax":
-        probs = jax.nn.softmax
-        return Task(kind, loss, num_classes, num_classes, _softmax_loss, probs, _correct(probs))
-    return Task(
-        kind,
-        loss,
-        1,
-        1,
-        _squared_loss,
-        lambda out: out,
-        lambda out, y: (out[:, 0] - y) ** 2,
-    )
+        return Task(kind, loss, num_classes, num_classes, _softmax_loss, jax.nn.softmax, _correct)
+    return Task(kind, loss, 1, 1, _squared_loss, lambda out: out, _squared_error)

@@ -765,3 +765,10 @@ def test_package_imports_neither_jax_nor_p2p_fmtl_nor_scipy():
     assert out.stdout.strip() == "[]"
     source = "\n".join(p.read_text() for p in Path(topologies.__file__).parent.glob("*.py"))
     assert not re.search(r"^\s*(import|from)\s+(jax|p2p_fmtl)\b", source, re.MULTILINE)
+
+
+def test_erdos_renyi_first_try_is_the_reference_graph():
+    """With a given seed, the first draw is nx.binomial_graph(n, p, seed) (FedEM's call)."""
+    G = build("erdos_renyi", 30, p=0.5, seed=1234)
+    H = nx.binomial_graph(30, 0.5, seed=1234)
+    assert sorted(G.edges()) == sorted(H.edges())

@@ -109,9 +109,10 @@ def _check_seed(seed: object) -> int | None:
 
 
 def _try_seeds(seed: int | None, tries: int) -> list[int]:
-    """Seeds of successive tries, derived deterministically from ``seed``."""
+    """Seeds of successive tries: ``seed`` itself first, then seeds derived from it."""
     rng = np.random.default_rng(seed)
-    return [int(s) for s in rng.integers(0, 2**32, size=tries, dtype=np.uint64)]
+    derived = [int(s) for s in rng.integers(0, 2**32, size=tries, dtype=np.uint64)]
+    return derived if seed is None else [seed, *derived[: tries - 1]]
 
 
 def _finish(G: nx.Graph, name: str) -> nx.Graph:
@@ -510,7 +511,10 @@ def erdos_renyi(
     seed = _check_seed(seed)
     max_tries = _check_int("topology.max_tries", max_tries, lo=1)
     for s in _try_seeds(seed, max_tries):
-        G = nx.fast_gnp_random_graph(n, p, seed=s)
+        # nx.gnp_random_graph is nx.binomial_graph, the call of the reference FedEM code:
+        # for n <= 2000 the first try with a given seed is the reference's graph.
+        gnp = nx.gnp_random_graph if n <= 2000 else nx.fast_gnp_random_graph
+        G = gnp(n, p, seed=s)
         if nx.is_connected(G):
             return _finish(G, f"erdos_renyi(n={n}, p={p:g}, seed={seed})")
     raise TopologyError(

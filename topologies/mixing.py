@@ -217,12 +217,17 @@ def _fmmc_edges(
     return senders, receivers, np.where((senders == receivers) & (weights < 0), 0.0, weights)
 
 
+def _fmmc_zero_diagonal_edges(n: int, u: np.ndarray, v: np.ndarray, deg: np.ndarray) -> Edges:
+    return _fmmc_edges(n, u, v, deg, zero_diagonal=True)
+
+
 _EDGE_RULES: dict[str, Callable[..., Edges]] = {
     "metropolis": _metropolis_edges,
     "max_degree": _max_degree_edges,
     "uniform": _uniform_edges,
     "lazy_metropolis": _lazy_metropolis_edges,
     "fmmc": _fmmc_edges,
+    "fmmc_zero_diagonal": _fmmc_zero_diagonal_edges,
 }
 
 
@@ -427,12 +432,30 @@ def fmmc(G: nx.Graph, *, zero_diagonal: bool = False) -> np.ndarray:
     return mixing_matrix(G, "fmmc", zero_diagonal=zero_diagonal)
 
 
+def fmmc_zero_diagonal(G: nx.Graph) -> np.ndarray:
+    r"""Return the fastest-mixing matrix with ``W_ii = 0`` (the reference FedEM's choice).
+
+    .. math::
+
+        \min_W \|W - \tfrac{1}{n}\mathbf 1\mathbf 1^\top\|_2 \quad\text{s.t.}\quad
+        W = W^\top,\ W\mathbf 1 = \mathbf 1,\ W \ge 0,\ W_{ij} = 0 \ (i \ne j,\ ij \notin E),
+        \ W_{ii} = 0
+
+    :func:`fmmc` with the extra constraint ``diag(W) = 0``: the SDP of the official
+    FedEM code (``utils/decentralized.py``), whose edge mask ``1 − A`` also masks the
+    diagonal.  Infeasible on some graphs (a star, a grid) and non-convergent on
+    bipartite graphs; both raise :class:`TopologyError`.  Needs ``cvxpy``.
+    """
+    return fmmc(G, zero_diagonal=True)
+
+
 MIXING_RULES: dict[str, Callable[..., np.ndarray]] = {
     "metropolis": metropolis,
     "max_degree": max_degree,
     "uniform": uniform,
     "lazy_metropolis": lazy_metropolis,
     "fmmc": fmmc,
+    "fmmc_zero_diagonal": fmmc_zero_diagonal,
 }
 """Mixing rules by name, as set by ``mixing = "..."`` in the ``[topology]`` config section."""
 

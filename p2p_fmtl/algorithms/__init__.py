@@ -6,10 +6,11 @@ from typing import Any
 
 from .average import SPEC as AVERAGE
 from .base import Algorithm, AlgorithmSpec, Context, NodeData
+from .dem import SPEC as DEM
 from .dsgd import SPEC as DSGD
 from .local import SPEC as LOCAL
 
-ALGORITHMS: dict[str, AlgorithmSpec] = {s.name: s for s in (LOCAL, DSGD, AVERAGE)}
+ALGORITHMS: dict[str, AlgorithmSpec] = {s.name: s for s in (LOCAL, DSGD, DEM, AVERAGE)}
 
 
 def algorithm_keys(name: str) -> dict[str, Any]:

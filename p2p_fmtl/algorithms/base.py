@@ -6,7 +6,10 @@ An algorithm never knows how it is executed.  It describes ONE node:
 * ``local_update(state, data, key, lr) -> (state, loss)``   its local work in a round,
 * ``shared(state) -> tree`` / ``replace_shared(state, tree) -> state``
   the part of the state that is gossiped with neighbours and how mixed values come back,
-* ``score(state, x, y)`` / ``loss(state, x, y)``   per-sample test score and loss.
+* ``score(state, x, y)`` / ``loss(state, x, y)``   per-sample test score and loss,
+* ``adapt(state, data) -> state`` (optional)   how a node that never trained fits its
+  personal part once it has borrowed its neighbours' shared part (D-EM: π only),
+* ``extras(state) -> dict`` (optional)   per-node arrays saved beside the parameters.
 
 The engine vmaps these over the node axis, scans them over rounds, and applies the
 gossip operator to ``shared(state)`` of all nodes at once.
@@ -55,6 +58,8 @@ class Algorithm(NamedTuple):
     score: Callable | None
     loss: Callable | None
     communicates: bool = True
+    adapt: Callable | None = None
+    extras: Callable | None = None
 
 
 @dataclass(frozen=True)

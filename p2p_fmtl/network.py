@@ -1,0 +1,108 @@
+"""The simulated network: the graph, who trains, and the mixing matrices.
+
+* ``data.holdout_nodes`` (a fraction or a list of node ids) are *unseen* nodes: they
+  never train and never gossip.  The training nodes mix with a matrix built by the
+  mixing rule on the subgraph they induce (it must stay connected); held-out rows are
+  the identity.  At evaluation a held-out node borrows the plain average of its
+  training neighbours' shared state (the *borrow* matrix) and adapts (D-EM: fits π).
+* ``topology.mixing = "sample_weighted"`` (complete graph only) is the FedEM server's
+  aggregation, ``θ ← Σ_j (n_j / Σ_k n_k) θ_j`` for every node: ``W = 1 pᵀ`` with
+  ``p_j ∝ n_j``.  It is row-stochastic but not symmetric, so it is not a gossip matrix
+  on any other graph; ``uniform`` on the complete graph gives the unweighted average
+  ``W = 11ᵀ/N`` instead (the two coincide when all nodes hold the same number of samples).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+import topologies
+
+from .errors import ConfigError, UserError
+
+SERVER_RULES = {"sample_weighted"}
+
+
+def holdout_mask(value: Any, n: int, seed: int) -> np.ndarray:
+    """Boolean mask of held-out nodes from ``data.holdout_nodes``."""
+    field = "data.holdout_nodes"
+    mask = np.zeros(n, dtype=bool)
+    if isinstance(value, bool):
+        raise ConfigError(f"{field}: got {value!r}, expected a fraction in [0, 1) or a node list")
+    if isinstance(value, int | float):
+        if not 0 <= value < 1:
+            raise ConfigError(f"{field}: got {value!r}, expected a fraction in [0, 1)")
+        k = int(round(value * n))
+        if value > 0:
+            k = max(k, 1)
+        if k:
+            mask[np.random.default_rng(seed).choice(n, size=k, replace=False)] = True
+    elif isinstance(value, list):
+        ids = value
+        if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in ids):
+            raise ConfigError(f"{field}: got {value!r}, expected node ids in [0, {n - 1}]")
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"{field}: got {value!r}, node ids must be distinct")
+        mask[ids] = True
+    else:
+        raise ConfigError(f"{field}: got {value!r}, expected a fraction in [0, 1) or a node list")
+    if mask.sum() >= n - 1:
+        raise ConfigError(f"{field}: got {value!r}, at least two nodes must train")
+    return mask
+
+
+def training_mixing(G: nx.Graph, rule: str, holdout: np.ndarray, n_train: np.ndarray | None):
+    """The mixing matrix of the training nodes (identity rows for held-out nodes)."""
+    n = G.number_of_nodes()
+    train = np.flatnonzero(~holdout)
+    if rule in SERVER_RULES:
+        if G.number_of_edges() != n * (n - 1) // 2:
+            raise ConfigError(
+                f"topology.mixing: 'sample_weighted' is the server's weighted average and "
+                f"needs topology.name = 'complete' (got a graph with {G.number_of_edges()} "
+                f"of {n * (n - 1) // 2} edges)"
+            )
+        weights = np.ones(n) if n_train is None else n_train.astype(np.float64)
+        p = np.where(holdout, 0.0, weights)
+        W = np.where(holdout[:, None], np.eye(n), np.ones((n, 1)) * (p / p.sum())[None, :])
+        return W
+    H = nx.convert_node_labels_to_integers(G.subgraph(train.tolist()), ordering="sorted")
+    if holdout.any() and not nx.is_connected(H):
+        raise ConfigError(
+            f"data.holdout_nodes: holding out nodes {np.flatnonzero(holdout).tolist()} "
+            "disconnects the training graph; hold out other nodes or use a denser graph"
+        )
+    try:
+        W_train = topologies.mixing_matrix(H, rule=rule)
+        topologies.validate_mixing(W_train, H)
+    except topologies.TopologyError as e:
+        raise UserError(str(e)) from None
+    W = np.eye(n)
+    W[np.ix_(train, train)] = W_train
+    return W
+
+
+def borrow_matrix(G: nx.Graph, holdout: np.ndarray) -> np.ndarray:
+    """Row i of a held-out node: the plain average over its training neighbours."""
+    n = G.number_of_nodes()
+    B = np.eye(n)
+    for i in np.flatnonzero(holdout):
+        nbrs = [j for j in G.neighbors(int(i)) if not holdout[j]]
+        if not nbrs:
+            raise ConfigError(
+                f"data.holdout_nodes: held-out node {int(i)} has no training neighbour to "
+                "borrow models from; hold out other nodes or use a denser graph"
+            )
+        B[i, i] = 0.0
+        B[i, nbrs] = 1.0 / len(nbrs)
+    return B
+
+
+def training_degrees(G: nx.Graph, holdout: np.ndarray) -> np.ndarray:
+    """Number of training neighbours of each training node (0 for held-out nodes)."""
+    edges = np.asarray(list(G.edges()), dtype=np.int64).reshape(-1, 2)
+    live = ~holdout[edges[:, 0]] & ~holdout[edges[:, 1]]
+    return np.bincount(edges[live].ravel(), minlength=G.number_of_nodes()).astype(np.int64)
