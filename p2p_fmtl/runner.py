@@ -20,8 +20,8 @@ from .data import PackedData, load_dataset, pack
 from .engine import Engine
 from .errors import ConfigError, UserError
 from .gossip import make_mixing, num_values
-from .network import borrow_matrix, holdout_mask, training_degrees, training_mixing
 from .models import build_model
+from .network import borrow_matrix, holdout_mask, training_degrees, training_mixing
 from .optim import lr_schedule, make_optimizer
 from .results import RunResult, flatten_params
 from .tasks import make_task
