@@ -39,7 +39,7 @@ def cmd_run(args) -> int:
     return 0
 
 
-DEMO_ALGORITHMS = ("local", "dsgd")
+DEMO_ALGORITHMS = ("local", "dsgd", "dem")
 
 
 def cmd_demo(args) -> int:

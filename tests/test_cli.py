@@ -138,7 +138,10 @@ def test_console_script_exit_status(tmp_path):
 def test_demo_runs_and_prints_a_table(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "local" in out and "dsgd" in out and "mean acc" in out
-    for alg in ("local", "dsgd"):
+    assert "local" in out and "dsgd" in out and "dem" in out and "mean acc" in out
+    acc = {}
+    for alg in ("local", "dsgd", "dem"):
         s = json.loads((tmp_path / "demo" / alg / "summary.json").read_text())
         assert s["status"] == "complete" and s["test_acc"] > 0.6
+        acc[alg] = s["test_acc"]
+    assert acc["dem"] > max(acc["local"], acc["dsgd"])  # the mixture structure pays off
