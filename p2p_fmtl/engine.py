@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .algorithms.base import Algorithm, NodeData
-from .gossip import Mixing, consensus_distance, mix
+from .algorithms.base import Algorithm, Inbox, NodeData
+from .gossip import Mixing, Neighbours, consensus_distance, mix, neighbourhood
 
 
 def _masked_mean(values, count):
@@ -49,7 +49,7 @@ class Engine:
     def _init_impl(self, keys, data):
         return jax.vmap(self.alg.init)(keys, data)
 
-    def _chunk_impl(self, state, key, lrs, mixing: Mixing, data, active):
+    def _chunk_impl(self, state, key, lrs, mixing: Mixing, data, active, nbrs):
         alg = self.alg
         n = jax.tree.leaves(state)[0].shape[0]
 
@@ -60,11 +60,18 @@ class Engine:
             state, key = carry
             key, sub = jax.random.split(key)
             node_keys = jax.random.split(sub, n)
-            new, loss = jax.vmap(alg.local_update, in_axes=(0, 0, 0, None))(
-                state, data, node_keys, lr
+            inbox = None
+            if alg.inbox == "before":
+                inbox = Inbox(neighbourhood(alg.shared(state), nbrs), nbrs.weights)
+            new, loss = jax.vmap(alg.local_update, in_axes=(0, 0, 0, None, 0))(
+                state, data, node_keys, lr, inbox
             )
             state = jax.tree.map(keep_inactive, new, state)  # held-out nodes never train
-            if alg.communicates:
+            if alg.combine is not None:
+                inbox = Inbox(neighbourhood(alg.shared(state), nbrs), nbrs.weights)
+                new = jax.vmap(alg.combine, in_axes=(0, 0, None))(state, inbox, lr)
+                state = jax.tree.map(keep_inactive, new, state)
+            elif alg.communicates and alg.inbox == "none":  # plain gossip averaging
                 state = alg.replace_shared(state, mix(alg.shared(state), mixing))
             return (state, key), jnp.mean(loss)
 
@@ -110,10 +117,11 @@ class Engine:
     def init(self, keys, data):
         return self._call("init", self._init_impl, keys, data)
 
-    def run_rounds(self, state, key, lrs, mixing, data, active):
+    def run_rounds(self, state, key, lrs, mixing, data, active, nbrs: Neighbours | None = None):
         """Run ``len(lrs)`` rounds; return the new state and key and the mean local loss."""
         lrs = jnp.asarray(lrs)
-        return self._call("chunk", self._chunk_impl, state, key, lrs, mixing, data, active)
+        args = (state, key, lrs, mixing, data, active, nbrs)
+        return self._call("chunk", self._chunk_impl, *args)
 
     def evaluate(self, state, data, active, borrow=None) -> dict[str, np.ndarray]:
         out = self._call("eval", self._eval_impl, state, data, active, borrow)

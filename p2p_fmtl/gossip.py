@@ -70,6 +70,22 @@ def mix(tree, op: Mixing):
     return jax.tree.map(sparse, tree)
 
 
+class Neighbours(NamedTuple):
+    """A padded neighbour table: row i lists node i's neighbours (K = largest degree).
+
+    ``index`` (N, K) int32 (padding slots point at node i itself), ``weights`` (N, K)
+    relation weights a_ij (0 on padding).  Data, like the mixing operator.
+    """
+
+    index: jax.Array
+    weights: jax.Array
+
+
+def neighbourhood(tree, nbrs: Neighbours):
+    """Every node's view of its neighbours' leaves: (N, ...) → (N, K, ...)."""
+    return jax.tree.map(lambda x: x[nbrs.index], tree)
+
+
 def consensus_distance(tree, active=None) -> jax.Array:
     """``(1/N) Σ_i ‖θ_i − θ̄‖²`` summed over all leaves (and components).
 

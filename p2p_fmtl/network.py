@@ -106,3 +106,56 @@ def training_degrees(G: nx.Graph, holdout: np.ndarray) -> np.ndarray:
     edges = np.asarray(list(G.edges()), dtype=np.int64).reshape(-1, 2)
     live = ~holdout[edges[:, 0]] & ~holdout[edges[:, 1]]
     return np.bincount(edges[live].ravel(), minlength=G.number_of_nodes()).astype(np.int64)
+
+
+def training_edges(G: nx.Graph, holdout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both directions ``(i, j)`` of every edge between training nodes, sorted by (i, j)."""
+    e = np.asarray(list(G.edges()), dtype=np.int64).reshape(-1, 2)
+    e = e[~holdout[e[:, 0]] & ~holdout[e[:, 1]]]
+    i = np.concatenate([e[:, 0], e[:, 1]])
+    j = np.concatenate([e[:, 1], e[:, 0]])
+    order = np.lexsort((j, i))
+    return i[order], j[order]
+
+
+def data_statistics(packed) -> np.ndarray:
+    """s_i = X_iᵀ (y_i − ȳ_i) / n_i per node (one-hot labels for classification): (N, F)."""
+    n, s = packed.x_train.shape[:2]
+    x = packed.x_train.reshape(n, s, -1).astype(np.float64)
+    mask = (np.arange(s)[None, :] < packed.n_train[:, None]).astype(np.float64)
+    y = packed.y_train.astype(np.float64)
+    if np.issubdtype(packed.y_train.dtype, np.integer):
+        y = np.eye(int(packed.y_train.max()) + 1)[packed.y_train]
+    else:
+        y = y[..., None]
+    counts = np.maximum(packed.n_train, 1)[:, None, None]
+    y = (y - (y * mask[..., None]).sum(1, keepdims=True) / counts) * mask[..., None]
+    return np.einsum("nsf,nsc->nfc", x, y).reshape(n, -1) / counts[:, :, 0]
+
+
+def relation_weights(rule: str, i, j, W: np.ndarray, packed) -> np.ndarray:
+    """Relation weights a_ij on the directed edge list ``(i, j)`` (see graph_mtl's docs)."""
+    if rule in ("uniform", "learned"):  # "learned" starts uniform, then each node re-estimates
+        return np.ones(len(i))
+    if rule == "graph":
+        return W[i, j]
+    if rule == "similarity":
+        stats = data_statistics(packed)
+        d2 = ((stats[i] - stats[j]) ** 2).sum(1)
+        h2 = max(float(np.median(d2)), 1e-12)
+        a = np.exp(-d2 / (2 * h2))
+        return a / a.mean() if len(a) else a
+    raise ConfigError(f"algorithm.relation: unknown {rule!r}")  # pragma: no cover
+
+
+def neighbour_table(n: int, i: np.ndarray, j: np.ndarray, weights: np.ndarray):
+    """Padded (N, K) neighbour index and weight arrays from a sorted directed edge list."""
+    counts = np.bincount(i, minlength=n)
+    k = max(int(counts.max()) if len(i) else 0, 1)
+    starts = np.cumsum(counts) - counts
+    slot = np.arange(len(i)) - starts[i]
+    index = np.tile(np.arange(n, dtype=np.int64)[:, None], (1, k))
+    w = np.zeros((n, k))
+    index[i, slot] = j
+    w[i, slot] = weights
+    return index, w

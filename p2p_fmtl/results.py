@@ -31,23 +31,15 @@ import numpy as np
 
 from .config import Config
 from .errors import UserError
+from .sharing import path_str
 
 RUN_FILES = ("config.toml", "metrics.csv", "nodes.csv", "summary.json", "params.npz")
 
 
-def flatten_params(tree, prefix: str = "") -> dict[str, np.ndarray]:
+def flatten_params(tree) -> dict[str, np.ndarray]:
     """``{"dense_0/w": array, ...}`` from a pytree (paths joined with '/')."""
-    out = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        parts = []
-        for p in path:
-            for attr in ("key", "name", "idx"):
-                if hasattr(p, attr):
-                    parts.append(str(getattr(p, attr)))
-                    break
-        name = "/".join([prefix] + parts if prefix else parts) or "x"
-        out[name] = np.asarray(leaf)
-    return out
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {(path_str(p) or "x"): np.asarray(leaf) for p, leaf in flat}
 
 
 def _csv_text(rows: list[dict[str, Any]]) -> str:

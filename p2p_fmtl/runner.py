@@ -19,9 +19,17 @@ from .config import Config, load_config
 from .data import PackedData, load_dataset, pack
 from .engine import Engine
 from .errors import ConfigError, UserError
-from .gossip import make_mixing, num_values
+from .gossip import Neighbours, make_mixing, num_values
 from .models import build_model
-from .network import borrow_matrix, holdout_mask, training_degrees, training_mixing
+from .network import (
+    borrow_matrix,
+    holdout_mask,
+    neighbour_table,
+    relation_weights,
+    training_degrees,
+    training_edges,
+    training_mixing,
+)
 from .optim import lr_schedule, make_optimizer
 from .results import RunResult, flatten_params
 from .tasks import make_task
@@ -117,6 +125,7 @@ def run(
     if holdout.any():
         _, borrow = make_mixing(borrow_matrix(G, holdout), topo_cfg["operator"])
     active = jax.numpy.asarray(~holdout)
+    relation = alg_cfg.get("relation")
 
     shapes = [
         None if task is None else [task.kind, task.loss_name, task.num_classes],
@@ -129,6 +138,17 @@ def run(
     compile_before = engine.compile_seconds
 
     kind, mixing = make_mixing(W, topo_cfg["operator"])
+    nbrs, setup_bytes = None, np.zeros(n, dtype=np.int64)
+    if alg.inbox != "none" or alg.combine is not None:
+        src, dst = training_edges(G, holdout)
+        a = relation_weights(relation or "uniform", src, dst, W, packed)
+        index, weights = neighbour_table(n, src, dst, a)
+        nbrs = Neighbours(
+            jax.numpy.asarray(index, jax.numpy.int32), jax.numpy.asarray(weights, jax.numpy.float32)
+        )
+        if relation == "similarity":  # one exchange of each node's data statistics
+            stats_values = int(np.prod(packed.x_train.shape[2:])) * max(task.num_classes, 1)
+            setup_bytes = training_degrees(G, holdout) * stats_values * BYTES_PER_VALUE
     data = _node_data(packed)
     rounds, every = run_cfg["rounds"], run_cfg["eval_every"]
     lrs = np.zeros(rounds, np.float32)
@@ -169,7 +189,7 @@ def run(
             tl, nt = ev["train_loss"][seen], packed.n_train[seen]
             row["train_loss"] = float(np.sum(tl * nt) / max(nt.sum(), 1))
         row["consensus_distance"] = float(ev["consensus_distance"])
-        row["bytes_total"] = int(bytes_per_round.sum() * t)
+        row["bytes_total"] = int(setup_bytes.sum() + bytes_per_round.sum() * t)
         if spec.trains:
             row["lr"] = float(lrs[t - 1]) if t > 0 else float(lrs[0]) if rounds else alg_cfg["lr"]
         row["wall_s"] = round(time.perf_counter() - t_start, 4)
@@ -182,7 +202,9 @@ def run(
         length = min(every, rounds - t)
         c0 = engine.compile_seconds
         t0 = time.perf_counter()
-        state, key, _ = engine.run_rounds(state, key, lrs[t : t + length], mixing, data, active)
+        state, key, _ = engine.run_rounds(
+            state, key, lrs[t : t + length], mixing, data, active, nbrs
+        )
         jax.block_until_ready(state)
         t_train += time.perf_counter() - t0 - (engine.compile_seconds - c0)
         t += length
@@ -203,7 +225,8 @@ def run(
             row[f"test_{metric}"] = float(score)
             row["train_loss"] = float(last_eval["train_loss"][i])
             row["holdout"] = int(holdout[i])
-        row.update(degree=int(degree[i]), bytes_sent=int(bytes_per_round[i] * rounds))
+        sent = setup_bytes[i] + bytes_per_round[i] * rounds
+        row.update(degree=int(degree[i]), bytes_sent=int(sent))
         nodes.append(row)
 
     final = history[-1]
@@ -226,7 +249,7 @@ def run(
         "jax_backend": jax.default_backend(),
         "jax_version": jax.__version__,
     }
-    params = flatten_params(alg.shared(state))
+    params = flatten_params((alg.params or alg.shared)(state))
     if alg.extras is not None:
         params.update({k: np.asarray(v) for k, v in alg.extras(state).items()})
     result = RunResult(cfg, history, nodes, summary, params, state=state)

@@ -156,6 +156,17 @@ def edgelist_args(draw):
     return draw(st.sampled_from([None, k])), {"edges": pairs + extra}
 
 
+@st.composite
+def planted_partition_args(draw):
+    n = draw(st.integers(2, 14))
+    params = {
+        "groups": draw(st.integers(1, min(4, n))),
+        "p_in": draw(st.floats(0.5, 1.0)),
+        "p_out": draw(st.floats(0.25, 1.0)),
+    }
+    return n, params
+
+
 ARGS = {
     "ring": st.tuples(st.integers(2, 12), st.just({})),
     "torus": lattice_args(),
@@ -174,6 +185,7 @@ ARGS = {
     "exponential": st.tuples(st.integers(2, 20), st.just({})),
     "two_cliques": two_cliques_args(),
     "edgelist": edgelist_args(),
+    "planted_partition": planted_partition_args(),
 }
 
 
@@ -772,3 +784,86 @@ def test_erdos_renyi_first_try_is_the_reference_graph():
     G = build("erdos_renyi", 30, p=0.5, seed=1234)
     H = nx.binomial_graph(30, 0.5, seed=1234)
     assert sorted(G.edges()) == sorted(H.edges())
+
+
+# --------------------------------------------------------------------------------------
+# planted_partition
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, groups", [(2, 1), (2, 2), (10, 3), (12, 4), (13, 5), (9, 9)])
+def test_planted_partition_groups_are_contiguous_array_split_blocks(n, groups):
+    G = build("planted_partition", n, groups=groups, p_in=1.0, p_out=1.0, seed=0)
+    expected = np.repeat(np.arange(groups), [len(b) for b in np.array_split(range(n), groups)])
+    assert [G.nodes[v]["group"] for v in G] == expected.tolist()
+    assert nx.is_isomorphic(G, complete(n))  # p_in = p_out = 1
+
+
+def test_planted_partition_block_structure():
+    G = build("planted_partition", 12, groups=3, p_in=1.0, p_out=0.1, seed=4)
+    group = nx.get_node_attributes(G, "group")
+    for g in range(3):  # every group is a clique (p_in = 1)
+        members = [v for v in G if group[v] == g]
+        assert len(members) == 4
+        assert all(G.has_edge(u, v) for u in members for v in members if u < v)
+    assert G.graph["name"] == "planted_partition(n=12, groups=3, p_in=1, p_out=0.1, seed=4)"
+    H = build("planted_partition", 12, groups=4, p_in=0.0, p_out=1.0, seed=0)
+    assert all(H.nodes[u]["group"] != H.nodes[v]["group"] for u, v in H.edges)  # multipartite
+    assert H.number_of_edges() == 66 - 4 * 3
+
+
+def test_planted_partition_edge_frequencies():
+    """Within- and across-group edge frequencies match p_in and p_out."""
+    n, groups, p_in, p_out = 60, 3, 0.4, 0.05
+    within = across = within_pairs = across_pairs = 0
+    for seed in range(20):
+        G = build("planted_partition", n, groups=groups, p_in=p_in, p_out=p_out, seed=seed)
+        g = np.array([G.nodes[v]["group"] for v in G])
+        for u, v in G.edges:
+            if g[u] == g[v]:
+                within += 1
+            else:
+                across += 1
+        within_pairs += 3 * 20 * 19 // 2
+        across_pairs += n * (n - 1) // 2 - 3 * 20 * 19 // 2
+    # 20 graphs: 11400 within pairs, 24000 across; 5 standard deviations
+    assert abs(within / within_pairs - p_in) < 5 * math.sqrt(p_in * (1 - p_in) / within_pairs)
+    assert abs(across / across_pairs - p_out) < 5 * math.sqrt(p_out * (1 - p_out) / across_pairs)
+
+
+def test_planted_partition_seeds_and_defaults():
+    G1 = build("planted_partition", 40, seed=7)
+    G2 = build("planted_partition", 40, seed=7)
+    assert list(G1.edges) == list(G2.edges)
+    assert len({tuple(build("planted_partition", 40, seed=s).edges) for s in range(5)}) > 1
+    assert builder_params("planted_partition") == {
+        "groups": 4,
+        "p_in": 0.5,
+        "p_out": 0.02,
+        "max_tries": 100,
+    }
+    G = build("planted_partition", 1000, groups=10, p_in=0.05, p_out=0.001, seed=1)
+    assert nx.is_connected(G) and G.number_of_nodes() == 1000
+
+
+def test_planted_partition_errors():
+    with pytest.raises(TopologyError) as err:
+        build("planted_partition", 5, groups=6)
+    assert str(err.value) == ("topology.groups: got 6, expected an integer with 1 <= groups <= 5")
+    with pytest.raises(TopologyError, match=r"^topology.groups: got 0,"):
+        build("planted_partition", 5, groups=0)
+    with pytest.raises(TopologyError, match=r"^topology.p_in: got 1.5, expected a probability"):
+        build("planted_partition", 8, p_in=1.5)
+    with pytest.raises(TopologyError, match=r"^topology.p_out: got -0.1, expected a probability"):
+        build("planted_partition", 8, p_out=-0.1)
+    with pytest.raises(TopologyError, match=r"^topology.p_out: got 0, but with groups=2 > 1"):
+        build("planted_partition", 8, groups=2, p_out=0)
+    with pytest.raises(TopologyError, match=r"^topology.p_in: got 0, but with groups=1"):
+        build("planted_partition", 8, groups=1, p_in=0)
+    with pytest.raises(TopologyError) as err:
+        build("planted_partition", 60, groups=3, p_in=0.02, p_out=0.001, seed=0, max_tries=3)
+    msg = str(err.value)
+    assert msg.startswith("topology.p_out: got 0.001, but planted_partition(n=60, groups=3")
+    assert "disconnected in all 3 tries (seed=0)" in msg and "\n" not in msg
+    with pytest.raises(TopologyError, match=r"^topology.n: got 1, expected an integer >= 2"):
+        build("planted_partition", 1, groups=1)

@@ -36,6 +36,7 @@ __all__ = [
     "from_graph",
     "grid",
     "hypercube",
+    "planted_partition",
     "random_geometric",
     "random_regular",
     "ring",
@@ -726,6 +727,159 @@ def random_geometric(
     )
 
 
+def _bernoulli_indices(rng: np.random.Generator, size: int, p: float) -> np.ndarray:
+    """Sorted indices in ``[0, size)``, each present independently with probability ``p``.
+
+    Skips over the absent indices with geometric gaps, so the cost is ``O(size p + 1)``
+    rather than ``O(size)``.
+    """
+    if size == 0 or p == 0.0:
+        return np.zeros(0, dtype=np.int64)
+    if p == 1.0:
+        return np.arange(size, dtype=np.int64)
+    chunks: list[np.ndarray] = []
+    last = -1  # the last index drawn so far
+    while True:
+        expected = (size - 1 - last) * p
+        batch = int(expected + 4 * math.sqrt(expected) + 16)
+        idx = last + np.cumsum(rng.geometric(p, size=batch).astype(np.int64))
+        inside = idx[idx < size]
+        chunks.append(inside)
+        if len(inside) < batch:
+            return np.concatenate(chunks)
+        last = int(idx[-1])
+
+
+def _pairs_within(t: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Map ranks ``t`` of the pairs ``u < v`` of ``0 .. b-1`` (in lexicographic order) to ``u, v``.
+
+    Row ``u`` holds the ``b - 1 - u`` pairs ``(u, u+1) .. (u, b-1)``.  Counted from the
+    end, ``r = total - 1 - t`` lies in row ``b - 2 - k`` for the largest ``k`` with
+    ``k (k + 1) / 2 <= r``, because the last ``k`` rows hold ``k (k + 1) / 2`` pairs.
+    """
+    total = b * (b - 1) // 2
+    r = total - 1 - t
+    k = np.floor((np.sqrt(8.0 * r + 1.0) - 1.0) / 2.0).astype(np.int64)
+    k += (k + 1) * (k + 2) // 2 <= r  # fix float rounding in both directions
+    k -= k * (k + 1) // 2 > r
+    u = b - 2 - k
+    v = t - (total - (b - u) * (b - u - 1) // 2) + u + 1
+    return u, v
+
+
+def planted_partition(
+    n: int,
+    *,
+    groups: int = 4,
+    p_in: float = 0.5,
+    p_out: float = 0.02,
+    seed: int | None = None,
+    max_tries: int = 100,
+) -> nx.Graph:
+    """Return a connected planted-partition graph (a stochastic block model).
+
+    The nodes are split into ``groups`` contiguous blocks with the sizes that
+    ``np.array_split`` gives (the first ``n mod groups`` blocks have one node
+    more): nodes ``0 .. b_0 - 1`` form group 0, the next ``b_1`` nodes group 1,
+    and so on.  Two nodes of the same group are joined with probability
+    ``p_in``, two nodes of different groups with probability ``p_out``, all
+    independently.  The graph is resampled, with seeds derived from ``seed``,
+    until it is connected.  The group of each node is kept in the node
+    attribute ``"group"``.
+
+    Parameters
+    ----------
+    n : int
+        Number of nodes, ``n >= 2``.
+    groups : int, optional
+        Number of groups, ``1 <= groups <= n`` (default 4).  ``groups = 1`` is
+        ``G(n, p_in)``.
+    p_in : float, optional
+        Edge probability within a group, in ``[0, 1]`` (default 0.5).
+    p_out : float, optional
+        Edge probability across groups, in ``[0, 1]`` (default 0.02); must be
+        ``> 0`` when ``groups > 1``.
+    seed : int or None, optional
+        Seed of the random draws; the same seed gives the same graph.
+    max_tries : int, optional
+        Number of samples to draw before giving up (default 100).
+
+    Returns
+    -------
+    networkx.Graph
+        The first connected sample, with node attribute ``"group"`` (an int in
+        ``0 .. groups-1``).
+
+    Raises
+    ------
+    TopologyError
+        If no sample out of ``max_tries`` is connected, or if the parameters can
+        never give a connected graph.
+
+    Notes
+    -----
+    Each try draws, for every pair of blocks, the present pairs by skipping
+    over the absent ones with geometric gaps (numpy ``default_rng``): expected
+    time ``O(n + groups^2 + m)`` per try for ``m`` edges, memory ``O(n + m)``.
+    The planted partition is the relation structure of
+    :func:`p2p_fmtl.data.clustered_linear` with ``assignment = "contiguous"``:
+    both split the nodes with ``np.array_split``.
+
+    Examples
+    --------
+    >>> G = planted_partition(10, groups=3, p_in=0.9, p_out=0.1, seed=0)
+    >>> [G.nodes[v]["group"] for v in G]
+    [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    >>> nx.is_connected(G)
+    True
+    """
+    n = _check_n(n, "planted_partition")
+    groups = _check_int("topology.groups", groups, lo=1, hi=n)
+    p_in = _check_probability("topology.p_in", p_in, allow_zero=True)
+    p_out = _check_probability("topology.p_out", p_out, allow_zero=True)
+    seed = _check_seed(seed)
+    max_tries = _check_int("topology.max_tries", max_tries, lo=1)
+    if groups > 1 and p_out == 0:
+        raise TopologyError(
+            f"topology.p_out: got 0, but with groups={groups} > 1 the groups are never joined; "
+            "use p_out > 0"
+        )
+    if groups == 1 and p_in == 0:
+        raise TopologyError(
+            "topology.p_in: got 0, but with groups=1 no edge is ever drawn; use p_in > 0"
+        )
+    sizes = [len(b) for b in np.array_split(np.arange(n), groups)]
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    group_of = np.repeat(np.arange(groups), sizes)
+    name = f"planted_partition(n={n}, groups={groups}, p_in={p_in:g}, p_out={p_out:g}, seed={seed})"
+    for s in _try_seeds(seed, max_tries):
+        rng = np.random.default_rng(s)
+        us: list[np.ndarray] = []
+        vs: list[np.ndarray] = []
+        for i in range(groups):
+            b = sizes[i]
+            t = _bernoulli_indices(rng, b * (b - 1) // 2, p_in)
+            u, v = _pairs_within(t, b)
+            us.append(starts[i] + u)
+            vs.append(starts[i] + v)
+            for j in range(i + 1, groups):
+                t = _bernoulli_indices(rng, b * sizes[j], p_out)
+                us.append(starts[i] + t // sizes[j])
+                vs.append(starts[j] + t % sizes[j])
+        G = nx.Graph()
+        G.add_nodes_from((v, {"group": int(g)}) for v, g in enumerate(group_of))
+        G.add_edges_from(zip(np.concatenate(us).tolist(), np.concatenate(vs).tolist(), strict=True))
+        if nx.is_connected(G):
+            return _finish(G, name)
+    what = "p_in" if groups == 1 else "p_out"
+    value = p_in if groups == 1 else p_out
+    raise TopologyError(
+        f"topology.{what}: got {value:g}, but planted_partition(n={n}, groups={groups}, "
+        f"p_in={p_in:g}, p_out={p_out:g}) was disconnected in all {max_tries} tries "
+        f"(seed={seed}); use a larger p_in or p_out"
+    )
+
+
 # --------------------------------------------------------------------------------------
 # Graphs from elsewhere
 # --------------------------------------------------------------------------------------
@@ -916,6 +1070,7 @@ BUILDERS: dict[str, Callable[..., nx.Graph]] = {
     "exponential": exponential,
     "two_cliques": two_cliques,
     "edgelist": edgelist,
+    "planted_partition": planted_partition,
 }
 """Builders by name, as used in the ``[topology]`` config section (``name = "ring"``)."""
 
@@ -994,7 +1149,7 @@ def build(name: str, n: int | None = None, *, seed: int | None = None, **params:
       ...
     topologies.errors.TopologyError: topology.name: unknown 'rign'; allowed: ring, torus, grid, \
 complete, star, erdos_renyi, random_regular, small_world, barabasi_albert, random_geometric, \
-hypercube, exponential, two_cliques, edgelist (did you mean 'ring'?)
+hypercube, exponential, two_cliques, edgelist, planted_partition (did you mean 'ring'?)
     """
     builder = _builder(name)
     allowed = builder_params(name)

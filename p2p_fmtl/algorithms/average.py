@@ -24,7 +24,7 @@ def build(ctx: Context) -> Algorithm:
     return Algorithm(
         name="average",
         init=init,
-        local_update=lambda state, data, key, lr: (state, 0.0 * state[0]),
+        local_update=lambda state, data, key, lr, inbox=None: (state, 0.0 * state[0]),
         shared=lambda s: s,
         replace_shared=lambda s, x: x,
         score=None,

@@ -3,9 +3,14 @@
 An algorithm never knows how it is executed.  It describes ONE node:
 
 * ``init(key, data) -> state``               the node's initial state (a pytree),
-* ``local_update(state, data, key, lr) -> (state, loss)``   its local work in a round,
+* ``local_update(state, data, key, lr, inbox) -> (state, loss)``   its local work in a
+  round; ``inbox`` is ``None`` unless the algorithm reads its neighbours' models *before*
+  local work (``inbox = "before"``), then an :class:`Inbox` of their shared states,
 * ``shared(state) -> tree`` / ``replace_shared(state, tree) -> state``
-  the part of the state that is gossiped with neighbours and how mixed values come back,
+  the part of the state that is sent to neighbours and how mixed values come back,
+* ``combine(state, inbox, lr) -> state`` (optional)   what a node does with its
+  neighbours' models received *after* local work; without it, the engine gossips
+  ``shared ← Σ_j W_ij shared_j``,
 * ``score(state, x, y)`` / ``loss(state, x, y)``   per-sample test score and loss,
 * ``adapt(state, data) -> state`` (optional)   how a node that never trained fits its
   personal part once it has borrowed its neighbours' shared part (D-EM: π only),
@@ -37,6 +42,18 @@ class NodeData(NamedTuple):
     x_test: Any
     y_test: Any
     n_test: Any
+    size_fraction: Any  # n_train / max over nodes of n_train
+
+
+class Inbox(NamedTuple):
+    """The shared states a node received from its neighbours this round.
+
+    ``models`` has a leading axis of size K (the largest degree); ``weights`` (K,) are the
+    relation weights a_ij of the edges, 0 for padding slots.
+    """
+
+    models: Any
+    weights: Any
 
 
 class Context(NamedTuple):
@@ -60,6 +77,9 @@ class Algorithm(NamedTuple):
     communicates: bool = True
     adapt: Callable | None = None
     extras: Callable | None = None
+    inbox: str = "none"  # "none" | "before": read neighbours' models before local work
+    combine: Callable | None = None
+    params: Callable | None = None  # full model parameters to save (default: shared)
 
 
 @dataclass(frozen=True)

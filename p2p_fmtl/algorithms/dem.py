@@ -72,7 +72,7 @@ def build(ctx: Context) -> Algorithm:
         params = jax.vmap(model.init)(component_keys(key, m))
         return DEMState(params, jax.vmap(optimizer.init)(params), jnp.full((m,), 1.0 / m))
 
-    def local_update(state, data, key, lr):
+    def local_update(state, data, key, lr, inbox=None):
         q, pi = e_and_pi_step(state.params, state.pi, data.x_train, data.y_train, data.n_train)
 
         def train_component(params, opt_state, weights, k):

@@ -8,13 +8,19 @@ changing topology and local updates" (ICML 2020).  Per round, at node i::
     θ_i ← Σ_j W_ij θ_j                      (gossip)
 
 With the complete graph and W = 11ᵀ/N this is FedAvg with full participation.
-Optimizer state (momentum buffers) stays on the node.
+Optimizer state (momentum buffers) stays on the node.  With ``shared`` = a list of
+parameter paths only those are gossiped (a shared trunk with personal heads, as in
+FedPer / FedRep); the rest stays local.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
+
+from ..config import Key
+from ..sharing import check_shared, merge, select
 from ..training import local_sgd
 from .base import Algorithm, AlgorithmSpec, Context
 
@@ -26,6 +32,8 @@ class SGDState(NamedTuple):
 
 def sgd_algorithm(ctx: Context, name: str, communicates: bool) -> Algorithm:
     model, task, optimizer = ctx.model, ctx.task, ctx.optimizer
+    spec = ctx.config.get("shared", "all")
+    check_shared(spec, jax.eval_shape(model.init, jax.random.PRNGKey(0)))
 
     def per_sample_loss(params, x, y):
         return task.loss(model.apply(params, x), y)
@@ -34,7 +42,7 @@ def sgd_algorithm(ctx: Context, name: str, communicates: bool) -> Algorithm:
         params = model.init(key)
         return SGDState(params, optimizer.init(params))
 
-    def local_update(state, data, key, lr):
+    def local_update(state, data, key, lr, inbox=None):
         params, opt_state, loss = local_sgd(
             state.params,
             state.opt_state,
@@ -57,8 +65,9 @@ def sgd_algorithm(ctx: Context, name: str, communicates: bool) -> Algorithm:
         name=name,
         init=init,
         local_update=local_update,
-        shared=lambda s: s.params,
-        replace_shared=lambda s, p: s._replace(params=p),
+        shared=lambda s: select(s.params, spec),
+        replace_shared=lambda s, p: s._replace(params=merge(s.params, spec, p)),
+        params=lambda s: s.params,
         score=score,
         loss=lambda s, x, y: per_sample_loss(s.params, x, y),
         communicates=communicates,
@@ -69,4 +78,9 @@ def build(ctx: Context) -> Algorithm:
     return sgd_algorithm(ctx, "dsgd", communicates=True)
 
 
-SPEC = AlgorithmSpec("dsgd", build, doc=__doc__.splitlines()[0])
+SPEC = AlgorithmSpec(
+    "dsgd",
+    build,
+    keys={"shared": Key("all", "any", help='"all" or a list of parameter paths to gossip')},
+    doc=__doc__.splitlines()[0],
+)

@@ -12,11 +12,15 @@ from typing import Any
 
 from ..errors import ConfigError, unknown_name
 from .base import FederatedDataset, NodeDataset
+from .clustered_linear import clustered_linear
 from .fedem_synthetic import fedem_synthetic
+from .npz import npz
 from .packing import PackedData, pack
 
 DATASETS: dict[str, Callable[..., FederatedDataset] | None] = {
     "fedem_synthetic": fedem_synthetic,
+    "clustered_linear": clustered_linear,
+    "npz": npz,
     "none": None,  # algorithms that use no data (average)
 }
 

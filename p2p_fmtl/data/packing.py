@@ -23,6 +23,7 @@ class PackedData(NamedTuple):
     x_test: np.ndarray  # (N, T, *feature_shape)
     y_test: np.ndarray  # (N, T)
     n_test: np.ndarray  # (N,) int32
+    size_fraction: np.ndarray  # (N,) float32: n_train / max n_train (e.g. a confidence)
 
     @property
     def padding_fraction(self) -> float:
@@ -52,4 +53,5 @@ def pack(ds: FederatedDataset) -> PackedData:
         x_test=_stack([nd.x_test for nd in nodes], t, np.float32),
         y_test=_stack([nd.y_test for nd in nodes], t, y_dtype),
         n_test=n_test,
+        size_fraction=(n_train / max(int(n_train.max()), 1)).astype(np.float32),
     )
