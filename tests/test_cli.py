@@ -145,3 +145,81 @@ def test_demo_runs_and_prints_a_table(tmp_path, capsys):
         assert s["status"] == "complete" and s["test_acc"] > 0.6
         acc[alg] = s["test_acc"]
     assert acc["dem"] > max(acc["local"], acc["dsgd"])  # the mixture structure pays off
+
+
+def _write_npz_nodes(folder, n=5, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    for i in range(n):
+        w = rng.normal(size=d)
+        xtr, xte = rng.normal(size=(20 + i, d)), rng.normal(size=(10, d))
+        np.savez(
+            folder / f"task_{i:02d}.npz",
+            x_train=xtr,
+            y_train=(xtr @ w).astype(np.float32),
+            x_test=xte,
+            y_test=(xte @ w).astype(np.float32),
+        )
+
+
+def test_npz_directory_runs_end_to_end(tmp_path):
+    """A user's per-node .npz files (one regression task per node) through `p2p-fmtl run`."""
+    _write_npz_nodes(tmp_path / "tasks")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"""
+[run]
+rounds = 20
+eval_every = 10
+[topology]
+name = "ring"
+n = 5
+[data]
+name = "npz"
+path = "{tmp_path / "tasks"}"
+[algorithm]
+name = "graph_mtl"
+lam = 0.1
+lr = 0.05
+batch_size = 8
+""")
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert "test_mse" in rows[0] and "test_mse_p90" in rows[0] and "test_acc" not in rows[0]
+    assert float(rows[-1]["test_mse"]) < float(rows[0]["test_mse"])
+    nodes = list(csv.DictReader(open(out / "nodes.csv")))
+    assert [int(r["n_train"]) for r in nodes] == [20, 21, 22, 23, 24]
+
+
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        ("empty", "no .npz files"),
+        ("missing_array", "lacks y_test"),
+        ("shape", "task_01.npz"),
+        ("count", "topology.n: got 5"),
+    ],
+)
+def test_malformed_npz_directories_exit_2(tmp_path, capsys, breakage, message):
+    folder = tmp_path / "tasks"
+    if breakage == "empty":
+        folder.mkdir()
+    else:
+        _write_npz_nodes(folder)
+    if breakage == "missing_array":
+        f = folder / "task_02.npz"
+        arrays = dict(np.load(f))
+        del arrays["y_test"]
+        np.savez(f, **arrays)
+    if breakage == "shape":
+        f = folder / "task_01.npz"
+        arrays = dict(np.load(f))
+        arrays["y_train"] = arrays["y_train"][:-3]
+        np.savez(f, **arrays)
+    if breakage == "count":
+        (folder / "task_04.npz").unlink()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[topology]\nname = "ring"\nn = 5\n[data]\nname = "npz"\npath = "{folder}"\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
