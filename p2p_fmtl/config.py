@@ -284,6 +284,13 @@ def _section_schema(section: str, name: str | None) -> dict[str, Key]:
             "holdout_nodes": Key(
                 0.0, "any", help="unseen nodes: a fraction in [0, 1) or a list of node ids"
             ),
+            "bucketing": Key(
+                "auto",
+                "str",
+                choices=("auto", "full", "none"),
+                help="group nodes by batches per epoch and pad within groups, or pad all",
+            ),
+            "max_buckets": Key(8, "int", lo=1, help="at most this many buckets"),
         },
         "model": MODEL_KEYS,
         "algorithm": {"name": Key(DEFAULT_ALGORITHM, "str")},

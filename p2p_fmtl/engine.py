@@ -16,7 +16,7 @@ graph's weights or the learning rate reuses the compiled program.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,30 @@ def _signature(tree) -> tuple:
     return treedef, tuple((np.shape(x), str(getattr(x, "dtype", type(x)))) for x in leaves)
 
 
+class Layout(NamedTuple):
+    """How node data are laid out: buckets of nodes, each with its own padded arrays.
+
+    ``ids[b]`` are the nodes of bucket b, ``data[b]`` their :class:`NodeData` (``None``
+    for algorithms without data), ``inverse`` the permutation that puts the concatenated
+    buckets back in node order.  All arrays: data of the compiled programs.
+    """
+
+    ids: tuple
+    data: tuple
+    inverse: jax.Array
+
+
+def _gather(tree, idx):
+    return jax.tree.map(lambda x: x[idx], tree)
+
+
+def _unbucket(parts, layout: Layout):
+    """Concatenate per-bucket results and restore node order."""
+    if len(parts) == 1:
+        return jax.tree.map(lambda x: x[layout.inverse], parts[0])
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs)[layout.inverse], *parts)
+
+
 class Engine:
     """Compiled programs for one algorithm: init, a chunk of rounds, evaluation."""
 
@@ -44,12 +68,30 @@ class Engine:
         self._compiled: dict[Any, Any] = {}
         self.compile_seconds = 0.0
         self.compilations = 0
+        self.last_cost: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- programs
-    def _init_impl(self, keys, data):
-        return jax.vmap(self.alg.init)(keys, data)
+    def _init_impl(self, keys, layout: Layout):
+        parts = [
+            jax.vmap(self.alg.init)(keys[idx], d)
+            for idx, d in zip(layout.ids, layout.data, strict=True)
+        ]
+        return _unbucket(parts, layout)
 
-    def _chunk_impl(self, state, key, lrs, mixing: Mixing, data, active, nbrs):
+    def _local_work(self, state, layout: Layout, keys, lr, inbox):
+        """Every node's local update, one vmap per bucket of equally padded nodes."""
+        alg = self.alg
+        states, losses = [], []
+        for idx, d in zip(layout.ids, layout.data, strict=True):
+            sub_inbox = None if inbox is None else _gather(inbox, idx)
+            out, loss = jax.vmap(alg.local_update, in_axes=(0, 0, 0, None, 0))(
+                _gather(state, idx), d, keys[idx], lr, sub_inbox
+            )
+            states.append(out)
+            losses.append(loss)
+        return _unbucket(states, layout), _unbucket(losses, layout)
+
+    def _chunk_impl(self, state, key, lrs, mixing: Mixing, layout: Layout, active, nbrs):
         alg = self.alg
         n = jax.tree.leaves(state)[0].shape[0]
 
@@ -63,9 +105,7 @@ class Engine:
             inbox = None
             if alg.inbox == "before":
                 inbox = Inbox(neighbourhood(alg.shared(state), nbrs), nbrs.weights)
-            new, loss = jax.vmap(alg.local_update, in_axes=(0, 0, 0, None, 0))(
-                state, data, node_keys, lr, inbox
-            )
+            new, loss = self._local_work(state, layout, node_keys, lr, inbox)
             state = jax.tree.map(keep_inactive, new, state)  # held-out nodes never train
             if alg.combine is not None:
                 inbox = Inbox(neighbourhood(alg.shared(state), nbrs), nbrs.weights)
@@ -78,14 +118,14 @@ class Engine:
         (state, key), losses = jax.lax.scan(one_round, (state, key), lrs)
         return state, key, losses
 
-    def _eval_impl(self, state, data, active, borrow: Mixing | None):
+    def _eval_impl(self, state, layout: Layout, active, borrow: Mixing | None):
         """Per-node test score and train loss, consensus distance over active nodes, and,
         with ``borrow``, the score of every node after borrowing its neighbours' shared
         state and adapting (how a node that never trained is served)."""
         alg = self.alg
         shared = alg.shared(state)
         out = {"consensus_distance": consensus_distance(shared, active)}
-        if alg.score is None or data is None:
+        if alg.score is None or layout.data[0] is None:
             return out
 
         def node_eval(s, d: NodeData):
@@ -93,12 +133,23 @@ class Engine:
             train = _masked_mean(alg.loss(s, d.x_train, d.y_train), d.n_train)
             return test, train
 
-        out["test_score"], out["train_loss"] = jax.vmap(node_eval)(state, data)
+        def per_bucket(st):
+            parts = [
+                jax.vmap(node_eval)(_gather(st, idx), d)
+                for idx, d in zip(layout.ids, layout.data, strict=True)
+            ]
+            return _unbucket(parts, layout)
+
+        out["test_score"], out["train_loss"] = per_bucket(state)
         if borrow is not None:
             borrowed = alg.replace_shared(state, mix(shared, borrow))
             if alg.adapt is not None:
-                borrowed = jax.vmap(alg.adapt)(borrowed, data)
-            out["unseen_score"], _ = jax.vmap(node_eval)(borrowed, data)
+                parts = [
+                    jax.vmap(alg.adapt)(_gather(borrowed, idx), d)
+                    for idx, d in zip(layout.ids, layout.data, strict=True)
+                ]
+                borrowed = _unbucket(parts, layout)
+            out["unseen_score"], _ = per_bucket(borrowed)
         return out
 
     # ---------------------------------------------------------------- calling
@@ -114,15 +165,15 @@ class Engine:
             self._compiled[sig] = exe
         return exe(*args)
 
-    def init(self, keys, data):
-        return self._call("init", self._init_impl, keys, data)
+    def init(self, keys, layout: Layout):
+        return self._call("init", self._init_impl, keys, layout)
 
-    def run_rounds(self, state, key, lrs, mixing, data, active, nbrs: Neighbours | None = None):
+    def run_rounds(self, state, key, lrs, mixing, layout, active, nbrs: Neighbours | None = None):
         """Run ``len(lrs)`` rounds; return the new state and key and the mean local loss."""
         lrs = jnp.asarray(lrs)
-        args = (state, key, lrs, mixing, data, active, nbrs)
+        args = (state, key, lrs, mixing, layout, active, nbrs)
         return self._call("chunk", self._chunk_impl, *args)
 
-    def evaluate(self, state, data, active, borrow=None) -> dict[str, np.ndarray]:
-        out = self._call("eval", self._eval_impl, state, data, active, borrow)
+    def evaluate(self, state, layout, active, borrow=None) -> dict[str, np.ndarray]:
+        out = self._call("eval", self._eval_impl, state, layout, active, borrow)
         return {k: np.asarray(v) for k, v in out.items()}

@@ -35,23 +35,27 @@ def choose_operator(n: int, nnz: int, operator: str = "auto") -> str:
     return "sparse" if n > 256 and nnz * 8 < n * n else "dense"
 
 
-def make_mixing(W: np.ndarray, operator: str = "auto") -> tuple[str, Mixing]:
-    """Build the operator arrays for a (validated) mixing matrix ``W``."""
-    n = W.shape[0]
-    nz = np.nonzero(W)
-    kind = choose_operator(n, len(nz[0]), operator)
+def make_mixing(senders, receivers, weights, n: int, operator: str = "auto"):
+    """The operator ``x_r ← Σ_e w_e x_{s_e}`` for an edge list (self-loops included).
+
+    Dense: the N×N matrix.  Sparse: the edge list padded with zero-weight entries to
+    ``N · K`` edges, K the largest in-degree rounded up to a power of two, so graphs of
+    the same size and degree bound share array shapes (and compiled programs).
+    Returns ``(kind, Mixing)``.
+    """
+    kind = choose_operator(n, len(weights), operator)
     if kind == "dense":
-        return kind, Mixing(jnp.asarray(W, jnp.float32), None, None, None)
-    return kind, mixing_from_edges(nz[1], nz[0], W[nz])
-
-
-def mixing_from_edges(senders, receivers, weights) -> Mixing:
-    """A sparse operator from an edge list: ``x_r ← Σ_e w_e x_{s_e}`` over edges into r."""
-    return Mixing(
-        None,
-        jnp.asarray(senders, jnp.int32),
-        jnp.asarray(receivers, jnp.int32),
-        jnp.asarray(weights, jnp.float32),
+        W = np.zeros((n, n), np.float32)
+        np.add.at(W, (np.asarray(receivers), np.asarray(senders)), np.asarray(weights))
+        return kind, Mixing(jnp.asarray(W), None, None, None)
+    indeg = np.bincount(np.asarray(receivers), minlength=n).max() if len(weights) else 1
+    k = 1 << max(int(indeg) - 1, 0).bit_length()
+    pad = n * k - len(weights)
+    s = np.concatenate([senders, np.zeros(pad, np.int64)])
+    r = np.concatenate([receivers, np.zeros(pad, np.int64)])
+    w = np.concatenate([weights, np.zeros(pad)])
+    return kind, Mixing(
+        None, jnp.asarray(s, jnp.int32), jnp.asarray(r, jnp.int32), jnp.asarray(w, jnp.float32)
     )
 
 

@@ -1,10 +1,14 @@
-"""The simulated network: the graph, who trains, and the mixing matrices.
+"""The simulated network: the graph, who trains, and the mixing weights, as edge lists.
+
+Everything here works on edge lists ``(senders, receivers, weights)`` including
+self-loops, so a 100,000-node ring never materialises an N×N matrix; the gossip operator
+(:mod:`p2p_fmtl.gossip`) turns them into a dense matrix only for small or dense graphs.
 
 * ``data.holdout_nodes`` (a fraction or a list of node ids) are *unseen* nodes: they
-  never train and never gossip.  The training nodes mix with a matrix built by the
-  mixing rule on the subgraph they induce (it must stay connected); held-out rows are
-  the identity.  At evaluation a held-out node borrows the plain average of its
-  training neighbours' shared state (the *borrow* matrix) and adapts (D-EM: fits π).
+  never train and never gossip.  The training nodes mix with the weights the mixing rule
+  gives on the subgraph they induce (it must stay connected); held-out nodes keep their
+  state (a self-loop of weight 1).  At evaluation a held-out node borrows the plain
+  average of its training neighbours' shared state (the *borrow* edges) and adapts.
 * ``topology.mixing = "sample_weighted"`` (complete graph only) is the FedEM server's
   aggregation, ``θ ← Σ_j (n_j / Σ_k n_k) θ_j`` for every node: ``W = 1 pᵀ`` with
   ``p_j ∝ n_j``.  It is row-stochastic but not symmetric, so it is not a gossip matrix
@@ -14,7 +18,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import networkx as nx
 import numpy as np
@@ -24,6 +28,34 @@ import topologies
 from .errors import ConfigError, UserError
 
 SERVER_RULES = {"sample_weighted"}
+DENSE_CHECK_LIMIT = 2000  # nodes: above this, spectra and dense validation are skipped
+
+
+class Edges(NamedTuple):
+    """``x_r ← Σ_e w_e x_{s_e}`` over edges e into r (self-loops included)."""
+
+    senders: np.ndarray
+    receivers: np.ndarray
+    weights: np.ndarray
+
+    def dense(self, n: int) -> np.ndarray:
+        W = np.zeros((n, n))
+        np.add.at(W, (self.receivers, self.senders), self.weights)
+        return W
+
+
+class Network(NamedTuple):
+    graph: nx.Graph
+    holdout: np.ndarray  # (N,) bool
+    mixing: Edges  # the training nodes' mixing weights (+ self-loops of held-out nodes)
+    degree: np.ndarray  # (N,) number of training neighbours (0 for held-out nodes)
+    src: np.ndarray  # directed training edges i <- j, sorted by (i, j): receivers
+    dst: np.ndarray  # ... and senders
+    spectral_gap: float | None
+
+    @property
+    def n(self) -> int:
+        return len(self.holdout)
 
 
 def holdout_mask(value: Any, n: int, seed: int) -> np.ndarray:
@@ -54,60 +86,6 @@ def holdout_mask(value: Any, n: int, seed: int) -> np.ndarray:
     return mask
 
 
-def training_mixing(G: nx.Graph, rule: str, holdout: np.ndarray, n_train: np.ndarray | None):
-    """The mixing matrix of the training nodes (identity rows for held-out nodes)."""
-    n = G.number_of_nodes()
-    train = np.flatnonzero(~holdout)
-    if rule in SERVER_RULES:
-        if G.number_of_edges() != n * (n - 1) // 2:
-            raise ConfigError(
-                f"topology.mixing: 'sample_weighted' is the server's weighted average and "
-                f"needs topology.name = 'complete' (got a graph with {G.number_of_edges()} "
-                f"of {n * (n - 1) // 2} edges)"
-            )
-        weights = np.ones(n) if n_train is None else n_train.astype(np.float64)
-        p = np.where(holdout, 0.0, weights)
-        W = np.where(holdout[:, None], np.eye(n), np.ones((n, 1)) * (p / p.sum())[None, :])
-        return W
-    H = nx.convert_node_labels_to_integers(G.subgraph(train.tolist()), ordering="sorted")
-    if holdout.any() and not nx.is_connected(H):
-        raise ConfigError(
-            f"data.holdout_nodes: holding out nodes {np.flatnonzero(holdout).tolist()} "
-            "disconnects the training graph; hold out other nodes or use a denser graph"
-        )
-    try:
-        W_train = topologies.mixing_matrix(H, rule=rule)
-        topologies.validate_mixing(W_train, H)
-    except topologies.TopologyError as e:
-        raise UserError(str(e)) from None
-    W = np.eye(n)
-    W[np.ix_(train, train)] = W_train
-    return W
-
-
-def borrow_matrix(G: nx.Graph, holdout: np.ndarray) -> np.ndarray:
-    """Row i of a held-out node: the plain average over its training neighbours."""
-    n = G.number_of_nodes()
-    B = np.eye(n)
-    for i in np.flatnonzero(holdout):
-        nbrs = [j for j in G.neighbors(int(i)) if not holdout[j]]
-        if not nbrs:
-            raise ConfigError(
-                f"data.holdout_nodes: held-out node {int(i)} has no training neighbour to "
-                "borrow models from; hold out other nodes or use a denser graph"
-            )
-        B[i, i] = 0.0
-        B[i, nbrs] = 1.0 / len(nbrs)
-    return B
-
-
-def training_degrees(G: nx.Graph, holdout: np.ndarray) -> np.ndarray:
-    """Number of training neighbours of each training node (0 for held-out nodes)."""
-    edges = np.asarray(list(G.edges()), dtype=np.int64).reshape(-1, 2)
-    live = ~holdout[edges[:, 0]] & ~holdout[edges[:, 1]]
-    return np.bincount(edges[live].ravel(), minlength=G.number_of_nodes()).astype(np.int64)
-
-
 def training_edges(G: nx.Graph, holdout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both directions ``(i, j)`` of every edge between training nodes, sorted by (i, j)."""
     e = np.asarray(list(G.edges()), dtype=np.int64).reshape(-1, 2)
@@ -118,40 +96,157 @@ def training_edges(G: nx.Graph, holdout: np.ndarray) -> tuple[np.ndarray, np.nda
     return i[order], j[order]
 
 
-def data_statistics(packed) -> np.ndarray:
-    """s_i = X_iᵀ (y_i − ȳ_i) / n_i per node (one-hot labels for classification): (N, F)."""
-    n, s = packed.x_train.shape[:2]
-    x = packed.x_train.reshape(n, s, -1).astype(np.float64)
-    mask = (np.arange(s)[None, :] < packed.n_train[:, None]).astype(np.float64)
-    y = packed.y_train.astype(np.float64)
-    if np.issubdtype(packed.y_train.dtype, np.integer):
-        y = np.eye(int(packed.y_train.max()) + 1)[packed.y_train]
+def training_degrees(G: nx.Graph, holdout: np.ndarray) -> np.ndarray:
+    """Number of training neighbours of each training node (0 for held-out nodes)."""
+    i, _ = training_edges(G, holdout)
+    return np.bincount(i, minlength=G.number_of_nodes()).astype(np.int64)
+
+
+def _self_loops(ids: np.ndarray) -> Edges:
+    return Edges(ids, ids, np.ones(len(ids)))
+
+
+def _concat(*parts: Edges) -> Edges:
+    s = np.concatenate([p.senders for p in parts])
+    r = np.concatenate([p.receivers for p in parts])
+    w = np.concatenate([p.weights for p in parts])
+    order = np.lexsort((s, r))
+    return Edges(s[order].astype(np.int64), r[order].astype(np.int64), w[order])
+
+
+def check_doubly_stochastic(edges: Edges, n: int, atol: float = 1e-8) -> None:
+    """Edge-list version of the validator: non-negative, symmetric, rows/columns sum to 1."""
+    if np.any(edges.weights < -atol) or not np.all(np.isfinite(edges.weights)):
+        raise UserError("mixing matrix: negative or non-finite weights")
+    for name, idx in (("row", edges.receivers), ("column", edges.senders)):
+        sums = np.bincount(idx, weights=edges.weights, minlength=n)
+        bad = np.flatnonzero(np.abs(sums - 1) > 1e-6)
+        if len(bad):
+            raise UserError(
+                f"mixing matrix: {name} {bad[0]} sums to {sums[bad[0]]:.6g}, expected 1 "
+                "(doubly stochastic)"
+            )
+    fwd = np.lexsort((edges.senders, edges.receivers))
+    back = np.lexsort((edges.receivers, edges.senders))
+    if not np.allclose(edges.weights[fwd], edges.weights[back], atol=1e-8):
+        raise UserError("mixing matrix: not symmetric")
+
+
+def build_network(
+    G: nx.Graph, rule: str, holdout: np.ndarray, n_train: np.ndarray | None
+) -> Network:
+    """The training nodes' mixing weights for ``rule``, as an edge list."""
+    n = G.number_of_nodes()
+    train = np.flatnonzero(~holdout)
+    src, dst = training_edges(G, holdout)
+    degree = np.bincount(src, minlength=n).astype(np.int64)
+    if rule in SERVER_RULES:
+        if G.number_of_edges() != n * (n - 1) // 2:
+            raise ConfigError(
+                f"topology.mixing: 'sample_weighted' is the server's weighted average and "
+                f"needs topology.name = 'complete' (got a graph with {G.number_of_edges()} "
+                f"of {n * (n - 1) // 2} edges)"
+            )
+        weights = np.ones(n) if n_train is None else n_train.astype(np.float64)
+        p = np.where(holdout, 0.0, weights)
+        p = p / p.sum()
+        r, s = np.meshgrid(train, train, indexing="ij")
+        mixing = _concat(
+            Edges(s.ravel(), r.ravel(), p[s.ravel()]), _self_loops(np.flatnonzero(holdout))
+        )
+        return Network(G, holdout, mixing, degree, src, dst, None)
+
+    if holdout.any():
+        H = nx.convert_node_labels_to_integers(G.subgraph(train.tolist()), ordering="sorted")
+        if not nx.is_connected(H):
+            raise ConfigError(
+                f"data.holdout_nodes: holding out nodes {np.flatnonzero(holdout).tolist()} "
+                "disconnects the training graph; hold out other nodes or use a denser graph"
+            )
     else:
-        y = y[..., None]
-    counts = np.maximum(packed.n_train, 1)[:, None, None]
-    y = (y - (y * mask[..., None]).sum(1, keepdims=True) / counts) * mask[..., None]
-    return np.einsum("nsf,nsc->nfc", x, y).reshape(n, -1) / counts[:, :, 0]
+        H = G
+    try:
+        s, r, w = topologies.mixing_edges(H, rule=rule)
+    except topologies.TopologyError as e:
+        raise UserError(str(e)) from None
+    mixing = _concat(Edges(train[s], train[r], w), _self_loops(np.flatnonzero(holdout)))
+    gap = None
+    if len(train) <= DENSE_CHECK_LIMIT:
+        W_train = Edges(s, r, w).dense(len(train))
+        try:
+            topologies.validate_mixing(W_train, H)
+        except topologies.TopologyError as e:
+            raise UserError(str(e)) from None
+        gap = float(topologies.spectral_gap(W_train))
+    else:
+        check_doubly_stochastic(mixing, n)
+    return Network(G, holdout, mixing, degree, src, dst, gap)
 
 
-def relation_weights(rule: str, i, j, W: np.ndarray, packed) -> np.ndarray:
-    """Relation weights a_ij on the directed edge list ``(i, j)`` (see graph_mtl's docs)."""
+def borrow_edges(net: Network) -> Edges:
+    """Held-out node i borrows the plain average over its training neighbours."""
+    held = np.flatnonzero(net.holdout)
+    G, holdout = net.graph, net.holdout
+    e = np.asarray(list(G.edges()), dtype=np.int64).reshape(-1, 2)
+    i = np.concatenate([e[:, 0], e[:, 1]])
+    j = np.concatenate([e[:, 1], e[:, 0]])
+    keep = holdout[i] & ~holdout[j]
+    i, j = i[keep], j[keep]
+    counts = np.bincount(i, minlength=net.n)
+    lonely = held[counts[held] == 0]
+    if len(lonely):
+        raise ConfigError(
+            f"data.holdout_nodes: held-out node {int(lonely[0])} has no training neighbour to "
+            "borrow models from; hold out other nodes or use a denser graph"
+        )
+    return _concat(Edges(j, i, 1.0 / counts[i]), _self_loops(np.flatnonzero(~holdout)))
+
+
+def data_statistics(ds) -> np.ndarray:
+    """s_i = X_iᵀ (y_i − ȳ_i) / n_i per node (one-hot labels for classification): (N, F)."""
+    stats = []
+    classes = ds.num_classes if ds.task != "regression" else 0
+    for nd in ds.nodes:
+        x = nd.x_train.reshape(nd.n_train, -1).astype(np.float64)
+        y = nd.y_train.astype(np.float64)
+        y = np.eye(classes)[nd.y_train.astype(int)] if classes else y[:, None]
+        y = y - y.mean(axis=0, keepdims=True)
+        stats.append((x.T @ y).ravel() / max(nd.n_train, 1))
+    return np.stack(stats)
+
+
+def relation_weights(rule: str, net: Network, ds) -> np.ndarray:
+    """Relation weights a_ij on the directed training edges (see graph_mtl's docs)."""
+    i, j = net.src, net.dst
     if rule in ("uniform", "learned"):  # "learned" starts uniform, then each node re-estimates
         return np.ones(len(i))
     if rule == "graph":
-        return W[i, j]
+        m = net.mixing
+        keys = m.receivers * net.n + m.senders
+        order = np.argsort(keys)
+        pos = order[np.searchsorted(keys[order], i * net.n + j)]
+        return m.weights[pos]
     if rule == "similarity":
-        stats = data_statistics(packed)
+        stats = data_statistics(ds)
         d2 = ((stats[i] - stats[j]) ** 2).sum(1)
-        h2 = max(float(np.median(d2)), 1e-12)
+        h2 = max(float(np.median(d2)), 1e-12) if len(d2) else 1.0
         a = np.exp(-d2 / (2 * h2))
         return a / a.mean() if len(a) else a
     raise ConfigError(f"algorithm.relation: unknown {rule!r}")  # pragma: no cover
 
 
+def next_pow2(k: int) -> int:
+    return 1 << max(int(k) - 1, 0).bit_length()
+
+
 def neighbour_table(n: int, i: np.ndarray, j: np.ndarray, weights: np.ndarray):
-    """Padded (N, K) neighbour index and weight arrays from a sorted directed edge list."""
+    """Padded (N, K) neighbour index and weight arrays from a sorted directed edge list.
+
+    K is the largest degree rounded up to a power of two, so graphs whose degrees stay
+    under the same bound share array shapes (and compiled programs).
+    """
     counts = np.bincount(i, minlength=n)
-    k = max(int(counts.max()) if len(i) else 0, 1)
+    k = next_pow2(max(int(counts.max()) if len(i) else 0, 1))
     starts = np.cumsum(counts) - counts
     slot = np.arange(len(i)) - starts[i]
     index = np.tile(np.arange(n, dtype=np.int64)[:, None], (1, k))

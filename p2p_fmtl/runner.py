@@ -1,4 +1,9 @@
-"""``run(config) -> RunResult``: config → topology + data + model + algorithm → engine → results."""
+"""``run(config) -> RunResult``: config → topology + data + model + algorithm → engine → results.
+
+:class:`Simulation` holds one prepared run (graph, packed data, compiled engine, state);
+:func:`run` drives it chunk by chunk with evaluations and a progress bar.  Benchmarks
+and other drivers use :class:`Simulation` directly.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -16,19 +22,17 @@ import topologies
 
 from .algorithms import ALGORITHMS, Context, NodeData
 from .config import Config, load_config
-from .data import PackedData, load_dataset, pack
-from .engine import Engine
+from .data import FederatedDataset, PackedData, load_dataset, pack
+from .engine import Engine, Layout
 from .errors import ConfigError, UserError
 from .gossip import Neighbours, make_mixing, num_values
 from .models import build_model
 from .network import (
-    borrow_matrix,
+    borrow_edges,
+    build_network,
     holdout_mask,
     neighbour_table,
     relation_weights,
-    training_degrees,
-    training_edges,
-    training_mixing,
 )
 from .optim import lr_schedule, make_optimizer
 from .results import RunResult, flatten_params
@@ -62,24 +66,220 @@ def _engine_for(cfg: Config, shapes: list, build) -> Engine:
     return _ENGINES[key]
 
 
-def _spectral_gap(W: np.ndarray, holdout: np.ndarray) -> float | None:
-    """Spectral gap of the training nodes' mixing matrix (None when too large for eig)."""
-    train = np.flatnonzero(~holdout)
-    if len(train) > 4000:
-        return None
-    return float(topologies.spectral_gap(W[np.ix_(train, train)]))
-
-
-def _node_data(packed: PackedData | None):
+def _layout(packed: PackedData | None, n: int) -> Layout:
     if packed is None:
-        return None
-    return NodeData(*(jax.numpy.asarray(a) for a in packed))
+        return Layout((jnp.arange(n),), (None,), jnp.arange(n))
+    ids = [b.nodes for b in packed.buckets]
+    inverse = np.argsort(np.concatenate(ids))
+    data = tuple(NodeData(*(jnp.asarray(a) for a in b[1:])) for b in packed.buckets)
+    return Layout(tuple(jnp.asarray(i, jnp.int32) for i in ids), data, jnp.asarray(inverse))
 
 
 def _init_keys(key, n: int, mode: str):
     if mode == "identical":
-        return jax.numpy.broadcast_to(key, (n, *key.shape))
+        return jnp.broadcast_to(key, (n, *key.shape))
     return jax.random.split(key, n)
+
+
+class Simulation:
+    """One prepared run: build once, then :meth:`advance` rounds and :meth:`evaluate`."""
+
+    def __init__(self, config: Config | Mapping[str, Any] | str | Path):
+        cfg = config if isinstance(config, Config) else load_config(config)
+        self.cfg = cfg
+        self.t_start = time.perf_counter()
+        run_cfg, topo_cfg, alg_cfg = cfg["run"], cfg["topology"], cfg["algorithm"]
+        self.spec = spec = ALGORITHMS[alg_cfg["name"]]
+        G = build_graph(cfg)
+        n = self.n_nodes = G.number_of_nodes()
+
+        # data, task, model, optimizer
+        self.dataset: FederatedDataset | None = None
+        self.packed: PackedData | None = None
+        task = model = optimizer = work = None
+        holdout = np.zeros(n, dtype=bool)
+        if spec.uses_data:
+            ds = self.dataset = load_dataset(cfg["data"], n)
+            if ds.num_nodes != n:
+                raise ConfigError(
+                    f"topology.n: got {n}, but data {cfg['data']['name']!r} has {ds.num_nodes} "
+                    f"nodes; allowed: {ds.num_nodes}"
+                )
+            self.packed = pack(
+                ds,
+                batch_size=alg_cfg.get("batch_size"),
+                bucketing=cfg["data"]["bucketing"],
+                max_buckets=cfg["data"]["max_buckets"],
+                rounds=run_cfg["rounds"],
+                copies=alg_cfg.get("components", 1),
+            )
+            task = make_task(ds.task, ds.num_classes, cfg["model"]["loss"])
+            model = build_model(cfg["model"], ds.feature_shape, task.out_dim)
+            holdout = holdout_mask(cfg["data"]["holdout_nodes"], n, run_cfg["seed"])
+        if spec.trains:
+            optimizer = make_optimizer(alg_cfg)
+            rng_size = int(self.packed.n_train.max()) if self.packed is not None else 0
+            work = LocalWork.from_config(alg_cfg, rng_size=rng_size)
+        self.task, self.holdout = task, holdout
+        self.metric = "acc" if task is None else task.metric
+
+        # network: training mixing weights (edge lists), operator, neighbours, borrow
+        n_train = None if self.packed is None else self.packed.n_train
+        net = self.network = build_network(G, topo_cfg["mixing"], holdout, n_train)
+        shapes = [
+            None if task is None else [task.kind, task.loss_name, task.num_classes],
+            None if self.packed is None else list(self.packed.feature_shape),
+            None if work is None else work.rng_size,
+        ]
+        self.engine = _engine_for(
+            cfg, shapes, lambda: spec.build(Context(model, task, optimizer, work, alg_cfg))
+        )
+        alg = self.alg = self.engine.alg
+        self.gossip_operator, self.mixing = make_mixing(*net.mixing, n, topo_cfg["operator"])
+        self.gossip_nnz = int(len(net.mixing.weights)) if alg.communicates else 0
+        self.borrow = None
+        if holdout.any():
+            _, self.borrow = make_mixing(*borrow_edges(net), n, topo_cfg["operator"])
+        self.active = jnp.asarray(~holdout)
+        self.nbrs = None
+        self.setup_bytes = np.zeros(n, dtype=np.int64)
+        relation = alg_cfg.get("relation")
+        if alg.inbox != "none" or alg.combine is not None:
+            a = relation_weights(relation or "uniform", net, self.dataset)
+            index, weights = neighbour_table(n, net.src, net.dst, a)
+            self.nbrs = Neighbours(jnp.asarray(index, jnp.int32), jnp.asarray(weights, jnp.float32))
+            if relation == "similarity":  # one exchange of each node's data statistics
+                values = int(np.prod(self.packed.feature_shape)) * max(task.num_classes, 1)
+                self.setup_bytes = net.degree * values * BYTES_PER_VALUE
+
+        self.layout = _layout(self.packed, n)
+        self.rounds = rounds = run_cfg["rounds"]
+        self.lrs = np.zeros(max(rounds, 1), np.float32)
+        if spec.trains:
+            sched = lr_schedule(alg_cfg, rounds)
+            self.lrs = np.asarray([sched(t) for t in range(max(rounds, 1))], np.float32)
+
+        key = jax.random.PRNGKey(run_cfg["seed"])
+        k_init, self.key = jax.random.split(key)
+        self.compile_before = self.engine.compile_seconds
+        keys = _init_keys(k_init, n, alg_cfg.get("init", "independent"))
+        self.state = self.engine.init(keys, self.layout)
+        self.round = 0
+        self.train_seconds = 0.0
+
+        # the byte ledger: each round every node sends its shared state to each neighbour
+        self.shared_values = num_values(alg.shared(self.state))
+        msg_bytes = self.shared_values * BYTES_PER_VALUE if alg.communicates else 0
+        self.bytes_per_round = net.degree * msg_bytes
+        self.history: list[dict[str, Any]] = []
+        self.last_eval: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ stepping
+    @property
+    def padding_fraction(self) -> float | None:
+        return None if self.packed is None else self.packed.padding_fraction
+
+    @property
+    def n_train(self) -> np.ndarray | None:
+        return None if self.packed is None else self.packed.n_train
+
+    def _lrs(self, t0: int, length: int) -> np.ndarray:
+        idx = np.minimum(np.arange(t0, t0 + length), len(self.lrs) - 1)
+        return self.lrs[idx]
+
+    def advance(self, rounds: int) -> float:
+        """Run ``rounds`` rounds as one compiled chunk; return seconds (compilation excluded)."""
+        if rounds <= 0:
+            return 0.0
+        c0 = self.engine.compile_seconds
+        t0 = time.perf_counter()
+        self.state, self.key, _ = self.engine.run_rounds(
+            self.state,
+            self.key,
+            self._lrs(self.round, rounds),
+            self.mixing,
+            self.layout,
+            self.active,
+            self.nbrs,
+        )
+        jax.block_until_ready(self.state)
+        seconds = time.perf_counter() - t0 - (self.engine.compile_seconds - c0)
+        self.round += rounds
+        self.train_seconds += seconds
+        return seconds
+
+    def evaluate(self) -> dict[str, Any]:
+        """Evaluate now; append and return one metrics row."""
+        ev = self.last_eval = self.engine.evaluate(
+            self.state, self.layout, self.active, self.borrow
+        )
+        t, metric, packed = self.round, self.metric, self.packed
+        row: dict[str, Any] = {"round": t}
+        if "test_score" in ev:
+            seen = ~self.holdout
+            score, n_test = ev["test_score"][seen], packed.n_test[seen]
+            row[f"test_{metric}"] = float(np.sum(score * n_test) / max(n_test.sum(), 1))
+            if metric == "acc":
+                row["test_acc_p10"] = float(np.percentile(score, 10))
+            else:
+                row["test_mse_p90"] = float(np.percentile(score, 90))
+            if "unseen_score" in ev:
+                us, un = ev["unseen_score"][self.holdout], packed.n_test[self.holdout]
+                row[f"test_{metric}_unseen"] = float(np.sum(us * un) / max(un.sum(), 1))
+            tl, nt = ev["train_loss"][seen], packed.n_train[seen]
+            row["train_loss"] = float(np.sum(tl * nt) / max(nt.sum(), 1))
+        row["consensus_distance"] = float(ev["consensus_distance"])
+        row["bytes_total"] = int(self.setup_bytes.sum() + self.bytes_per_round.sum() * t)
+        if self.spec.trains:
+            row["lr"] = float(self.lrs[max(t - 1, 0)])
+        row["wall_s"] = round(time.perf_counter() - self.t_start, 4)
+        self.history.append(row)
+        return row
+
+    # ------------------------------------------------------------------ results
+    def result(self) -> RunResult:
+        ev, n, metric = self.last_eval, self.n_nodes, self.metric
+        nodes = []
+        for i in range(n):
+            row: dict[str, Any] = {"node": i}
+            if self.packed is not None:
+                row.update(n_train=int(self.packed.n_train[i]), n_test=int(self.packed.n_test[i]))
+                score = ev["unseen_score" if self.holdout[i] else "test_score"][i]
+                row[f"test_{metric}"] = float(score)
+                row["train_loss"] = float(ev["train_loss"][i])
+                row["holdout"] = int(self.holdout[i])
+            sent = self.setup_bytes[i] + self.bytes_per_round[i] * self.round
+            row.update(degree=int(self.network.degree[i]), bytes_sent=int(sent))
+            nodes.append(row)
+        final = self.history[-1]
+        cfg = self.cfg
+        summary: dict[str, Any] = {
+            "status": "complete",
+            "algorithm": cfg["algorithm"]["name"],
+            "topology": cfg["topology"]["name"],
+            "n_nodes": n,
+            "rounds": self.round,
+            "seed": cfg["run"]["seed"],
+            **{k: v for k, v in final.items() if k not in ("round", "lr", "wall_s")},
+            "spectral_gap": self.network.spectral_gap,
+            "holdout_nodes": np.flatnonzero(self.holdout).tolist(),
+            "gossip_operator": self.gossip_operator,
+            "padding_fraction": self.padding_fraction,
+            "buckets": None if self.packed is None else len(self.packed.buckets),
+            "wall_s": round(time.perf_counter() - self.t_start, 4),
+            "train_s": round(self.train_seconds, 4),
+            "seconds_per_round": self.train_seconds / self.round if self.round else None,
+            "compile_s": round(self.engine.compile_seconds - self.compile_before, 4),
+            "jax_backend": jax.default_backend(),
+            "jax_version": jax.__version__,
+        }
+        alg = self.alg
+        params = flatten_params((alg.params or alg.shared)(self.state))
+        if alg.extras is not None:
+            params.update({k: np.asarray(v) for k, v in alg.extras(self.state).items()})
+        result = RunResult(cfg, self.history, nodes, summary, params, state=self.state)
+        result.dataset_info = {} if self.dataset is None else self.dataset.info  # type: ignore[attr-defined]
+        return result
 
 
 def run(
@@ -93,167 +293,19 @@ def run(
     ``config`` is a :class:`Config`, a dict of sections, or a path to a TOML file.
     With ``out``, the run directory is also written there (atomically).
     """
-    cfg = config if isinstance(config, Config) else load_config(config)
-    t_start = time.perf_counter()
-    run_cfg, topo_cfg, alg_cfg = cfg["run"], cfg["topology"], cfg["algorithm"]
-    spec = ALGORITHMS[alg_cfg["name"]]
-    G = build_graph(cfg)
-    n = G.number_of_nodes()
-
-    # data, task, model, optimizer
-    packed, task, model, optimizer, work = None, None, None, None, None
-    dataset_info: dict[str, Any] = {}
-    holdout = np.zeros(n, dtype=bool)
-    if spec.uses_data:
-        ds = load_dataset(cfg["data"], n)
-        if ds.num_nodes != n:
-            raise ConfigError(
-                f"topology.n: got {n}, but data {cfg['data']['name']!r} has {ds.num_nodes} "
-                f"nodes; allowed: {ds.num_nodes}"
-            )
-        dataset_info = ds.info
-        packed = pack(ds)
-        task = make_task(ds.task, ds.num_classes, cfg["model"]["loss"])
-        model = build_model(cfg["model"], ds.feature_shape, task.out_dim)
-        holdout = holdout_mask(cfg["data"]["holdout_nodes"], n, run_cfg["seed"])
-    if spec.trains:
-        optimizer = make_optimizer(alg_cfg)
-        work = LocalWork.from_config(alg_cfg)
-    n_train = None if packed is None else packed.n_train
-    W = training_mixing(G, topo_cfg["mixing"], holdout, n_train)
-    borrow = None
-    if holdout.any():
-        _, borrow = make_mixing(borrow_matrix(G, holdout), topo_cfg["operator"])
-    active = jax.numpy.asarray(~holdout)
-    relation = alg_cfg.get("relation")
-
-    shapes = [
-        None if task is None else [task.kind, task.loss_name, task.num_classes],
-        None if packed is None else list(packed.x_train.shape[2:]),
-    ]
-    engine = _engine_for(
-        cfg, shapes, lambda: spec.build(Context(model, task, optimizer, work, alg_cfg))
-    )
-    alg = engine.alg
-    compile_before = engine.compile_seconds
-
-    kind, mixing = make_mixing(W, topo_cfg["operator"])
-    nbrs, setup_bytes = None, np.zeros(n, dtype=np.int64)
-    if alg.inbox != "none" or alg.combine is not None:
-        src, dst = training_edges(G, holdout)
-        a = relation_weights(relation or "uniform", src, dst, W, packed)
-        index, weights = neighbour_table(n, src, dst, a)
-        nbrs = Neighbours(
-            jax.numpy.asarray(index, jax.numpy.int32), jax.numpy.asarray(weights, jax.numpy.float32)
-        )
-        if relation == "similarity":  # one exchange of each node's data statistics
-            stats_values = int(np.prod(packed.x_train.shape[2:])) * max(task.num_classes, 1)
-            setup_bytes = training_degrees(G, holdout) * stats_values * BYTES_PER_VALUE
-    data = _node_data(packed)
-    rounds, every = run_cfg["rounds"], run_cfg["eval_every"]
-    lrs = np.zeros(rounds, np.float32)
-    if spec.trains:
-        sched = lr_schedule(alg_cfg, rounds)
-        lrs = np.asarray([sched(t) for t in range(rounds)], np.float32)
-
-    key = jax.random.PRNGKey(run_cfg["seed"])
-    k_init, key = jax.random.split(key)
-    state = engine.init(_init_keys(k_init, n, alg_cfg.get("init", "independent")), data)
-
-    # the byte ledger: each round every node sends its shared state to each neighbour
-    degree = training_degrees(G, holdout)
-    msg_bytes = num_values(alg.shared(state)) * BYTES_PER_VALUE if alg.communicates else 0
-    bytes_per_round = degree * msg_bytes
-
-    metric = "acc" if task is None else task.metric
-    history: list[dict[str, Any]] = []
-    t_train = 0.0
-    last_eval: dict[str, np.ndarray] = {}
-
-    def evaluate(t: int) -> None:
-        nonlocal last_eval
-        ev = engine.evaluate(state, data, active, borrow)
-        last_eval = ev
-        row: dict[str, Any] = {"round": t}
-        if "test_score" in ev:
-            seen = ~holdout
-            score, n_test = ev["test_score"][seen], packed.n_test[seen]
-            row[f"test_{metric}"] = float(np.sum(score * n_test) / max(n_test.sum(), 1))
-            if metric == "acc":
-                row["test_acc_p10"] = float(np.percentile(score, 10))
-            else:
-                row["test_mse_p90"] = float(np.percentile(score, 90))
-            if "unseen_score" in ev:
-                us, un = ev["unseen_score"][holdout], packed.n_test[holdout]
-                row[f"test_{metric}_unseen"] = float(np.sum(us * un) / max(un.sum(), 1))
-            tl, nt = ev["train_loss"][seen], packed.n_train[seen]
-            row["train_loss"] = float(np.sum(tl * nt) / max(nt.sum(), 1))
-        row["consensus_distance"] = float(ev["consensus_distance"])
-        row["bytes_total"] = int(setup_bytes.sum() + bytes_per_round.sum() * t)
-        if spec.trains:
-            row["lr"] = float(lrs[t - 1]) if t > 0 else float(lrs[0]) if rounds else alg_cfg["lr"]
-        row["wall_s"] = round(time.perf_counter() - t_start, 4)
-        history.append(row)
-
-    evaluate(0)
-    bar = tqdm(total=rounds, desc=alg_cfg["name"], disable=quiet, unit="round", leave=False)
-    t = 0
-    while t < rounds:
-        length = min(every, rounds - t)
-        c0 = engine.compile_seconds
-        t0 = time.perf_counter()
-        state, key, _ = engine.run_rounds(
-            state, key, lrs[t : t + length], mixing, data, active, nbrs
-        )
-        jax.block_until_ready(state)
-        t_train += time.perf_counter() - t0 - (engine.compile_seconds - c0)
-        t += length
-        evaluate(t)
+    sim = Simulation(config)
+    every = sim.cfg["run"]["eval_every"]
+    sim.evaluate()
+    bar = tqdm(total=sim.rounds, desc=sim.alg.name, disable=quiet, unit="round", leave=False)
+    while sim.round < sim.rounds:
+        length = min(every, sim.rounds - sim.round)
+        sim.advance(length)
+        row = sim.evaluate()
         bar.update(length)
-        last = history[-1]
-        if f"test_{metric}" in last:
-            bar.set_postfix({metric: f"{last[f'test_{metric}']:.4f}"})
+        if f"test_{sim.metric}" in row:
+            bar.set_postfix({sim.metric: f"{row[f'test_{sim.metric}']:.4f}"})
     bar.close()
-
-    # per-node table
-    nodes = []
-    for i in range(n):
-        row = {"node": i}
-        if packed is not None:
-            row.update(n_train=int(packed.n_train[i]), n_test=int(packed.n_test[i]))
-            score = last_eval["unseen_score" if holdout[i] else "test_score"][i]
-            row[f"test_{metric}"] = float(score)
-            row["train_loss"] = float(last_eval["train_loss"][i])
-            row["holdout"] = int(holdout[i])
-        sent = setup_bytes[i] + bytes_per_round[i] * rounds
-        row.update(degree=int(degree[i]), bytes_sent=int(sent))
-        nodes.append(row)
-
-    final = history[-1]
-    summary: dict[str, Any] = {
-        "status": "complete",
-        "algorithm": alg_cfg["name"],
-        "topology": topo_cfg["name"],
-        "n_nodes": n,
-        "rounds": rounds,
-        "seed": run_cfg["seed"],
-        **{k: v for k, v in final.items() if k not in ("round", "lr", "wall_s")},
-        "spectral_gap": _spectral_gap(W, holdout),
-        "holdout_nodes": np.flatnonzero(holdout).tolist(),
-        "gossip_operator": kind,
-        "padding_fraction": None if packed is None else packed.padding_fraction,
-        "wall_s": round(time.perf_counter() - t_start, 4),
-        "train_s": round(t_train, 4),
-        "seconds_per_round": t_train / rounds if rounds else None,
-        "compile_s": round(engine.compile_seconds - compile_before, 4),
-        "jax_backend": jax.default_backend(),
-        "jax_version": jax.__version__,
-    }
-    params = flatten_params((alg.params or alg.shared)(state))
-    if alg.extras is not None:
-        params.update({k: np.asarray(v) for k, v in alg.extras(state).items()})
-    result = RunResult(cfg, history, nodes, summary, params, state=state)
-    result.dataset_info = dataset_info  # type: ignore[attr-defined]
+    result = sim.result()
     if out is not None:
         result.save(out)
     return result

@@ -61,7 +61,7 @@ def test_shapes_and_dtypes(task):
     assert info["true_models"].shape == (3, 5)
     assert info["task"] == task and info["params"]["samples"] == [4, 9]
     packed = pack(ds)
-    assert packed.x_train.shape == (10, int(info["num_samples"].max()), 5)
+    assert packed.buckets[0].x_train.shape == (10, int(info["num_samples"].max()), 5)
 
 
 def test_sizes_cover_the_inclusive_range():
@@ -326,7 +326,7 @@ def test_npz_accepts_empty_test_sets_and_image_features(tmp_path):
     ds = npz(path=str(save(tmp_path / "d", a, b)))
     assert ds.feature_shape == (2, 2) and ds.task == "multiclass" and ds.num_classes == 3
     assert ds.nodes[0].n_test == 0 and ds.nodes[0].y_test.dtype == np.int32
-    assert pack(ds).x_test.shape == (2, 1, 2, 2)
+    assert pack(ds).buckets[0].x_test.shape == (2, 1, 2, 2)
 
 
 # --------------------------------------------------------------------------------------

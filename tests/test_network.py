@@ -6,7 +6,7 @@ import pytest
 
 import topologies
 from p2p_fmtl import ConfigError
-from p2p_fmtl.network import borrow_matrix, holdout_mask, training_degrees, training_mixing
+from p2p_fmtl.network import borrow_edges, build_network, holdout_mask, training_degrees
 
 
 def test_holdout_mask_from_fraction_and_list():
@@ -35,11 +35,15 @@ def test_holdout_mistakes(value, message):
         holdout_mask(value, 10, seed=0)
 
 
+def _W(G, rule, hold, n_train=None):
+    return build_network(G, rule, hold, n_train).mixing.dense(G.number_of_nodes())
+
+
 def test_training_mixing_is_the_rule_on_the_induced_subgraph():
     G = topologies.build("erdos_renyi", 12, p=0.5, seed=3)
     hold = np.zeros(12, bool)
     hold[[2, 8]] = True
-    W = training_mixing(G, "metropolis", hold, None)
+    W = _W(G, "metropolis", hold)
     train = np.flatnonzero(~hold)
     H = nx.convert_node_labels_to_integers(G.subgraph(train.tolist()), ordering="sorted")
     np.testing.assert_allclose(W[np.ix_(train, train)], topologies.mixing_matrix(H))
@@ -49,33 +53,47 @@ def test_training_mixing_is_the_rule_on_the_induced_subgraph():
     deg = training_degrees(G, hold)
     assert deg[2] == deg[8] == 0
     assert deg[train].tolist() == [H.degree(i) for i in range(len(train))]
+    net = build_network(G, "metropolis", hold, None)
+    assert net.spectral_gap == pytest.approx(topologies.spectral_gap(W[np.ix_(train, train)]))
+    full = _W(G, "metropolis", np.zeros(12, bool))
+    np.testing.assert_allclose(full, topologies.mixing_matrix(G))
 
 
-def test_borrow_matrix_averages_training_neighbours():
+def test_holding_out_a_cut_vertex_is_refused():
+    ring = topologies.build("ring", 6)
+    with pytest.raises(ConfigError, match="disconnects the training graph"):
+        build_network(ring, "metropolis", np.isin(np.arange(6), [0, 3]), None)
+
+
+def test_borrow_edges_average_training_neighbours():
     G = topologies.build("ring", 6)
     hold = np.zeros(6, bool)
     hold[[0, 1]] = True
-    with pytest.raises(ConfigError, match="disconnects the training graph"):
-        training_mixing(
-            topologies.build("ring", 6),
-            "metropolis",
-            np.eye(6, dtype=bool)[3] | np.eye(6, dtype=bool)[0],
-            None,
-        )
-    B = borrow_matrix(G, hold)
+    B = borrow_edges(build_network(G, "metropolis", hold, None)).dense(6)
     assert B[0].tolist() == [0, 0, 0, 0, 0, 1]  # node 0's only training neighbour is 5
     assert B[1].tolist() == [0, 0, 1, 0, 0, 0]
     np.testing.assert_array_equal(B[2:], np.eye(6)[2:])
-    star = topologies.build("star", 5)
+    path = nx.path_graph(4)
     with pytest.raises(ConfigError, match="no training neighbour"):
-        borrow_matrix(nx.path_graph(4), np.array([True, True, False, False]))
-    assert borrow_matrix(star, np.array([False, True, False, False, False]))[1, 0] == 1.0
+        borrow_edges(build_network(path, "metropolis", np.array([True, True, False, False]), None))
+    star = topologies.build("star", 5)
+    hold = np.array([False, True, False, False, False])
+    assert borrow_edges(build_network(star, "metropolis", hold, None)).dense(5)[1, 0] == 1.0
 
 
 def test_sample_weighted_rows_are_the_size_weighted_average():
     G = topologies.build("complete", 4)
     n = np.array([10, 30, 20, 40])
-    W = training_mixing(G, "sample_weighted", np.zeros(4, bool), n)
+    W = _W(G, "sample_weighted", np.zeros(4, bool), n)
     np.testing.assert_allclose(W, np.tile(n / n.sum(), (4, 1)))
     with pytest.raises(ConfigError, match="needs topology.name = 'complete'"):
-        training_mixing(topologies.build("ring", 4), "sample_weighted", np.zeros(4, bool), n)
+        _W(topologies.build("ring", 4), "sample_weighted", np.zeros(4, bool), n)
+
+
+def test_edge_list_validation_for_large_graphs():
+    from p2p_fmtl.network import Edges, check_doubly_stochastic
+
+    s, r, w = topologies.mixing_edges(topologies.build("ring", 10))
+    check_doubly_stochastic(Edges(s, r, w), 10)
+    with pytest.raises(Exception, match="row 0 sums to"):
+        check_doubly_stochastic(Edges(s, r, w * np.where(r == 0, 0.5, 1.0)), 10)
