@@ -249,11 +249,32 @@ def table_cells(row: Mapping[str, Any]) -> dict[str, str]:
         gflops=_sig(row.get("achieved_gflops")),
         peak=_sig(row.get("peak_gflops")),
         pct="–" if row.get("peak_pct") is None else f"{row['peak_pct']:.1f} %",
-        cpu="–" if row.get("cpu_per_wall") is None else f"{row['cpu_per_wall']:.2f}",
+        cpu=_cpu_cell(row),
     )
     if ref is not None and spr > 0:
         cells["speedup"] = f"×{_sig(ref / spr)}{mark}"
     return cells
+
+
+DISTURBED_BELOW = 0.9  # CPU / wall of a single-thread row below this: the CPU was shared
+
+
+def disturbed(row: Mapping[str, Any]) -> bool:
+    """A single-thread row whose worker got less than 0.9 of its CPU while timed."""
+    cpw = row.get("cpu_per_wall")
+    return (
+        row.get("status") == "ok"
+        and row.get("threads") == "1"
+        and cpw is not None
+        and cpw < DISTURBED_BELOW
+    )
+
+
+def _cpu_cell(row: Mapping[str, Any]) -> str:
+    cpw = row.get("cpu_per_wall")
+    if cpw is None:
+        return "–"
+    return f"{cpw:.2f}" + (" ⚠" if disturbed(row) else "")
 
 
 def _rss_cell(row: Mapping[str, Any]) -> str:
@@ -355,6 +376,13 @@ def render_markdown(
         f"extrapolated at {1000 * REFERENCE_S_PER_NODE:.0f} ms per node per round. "
         "CPU / wall = process CPU time over wall time during the timed calls.",
     ]
+    if any(disturbed(r) for r in rows):
+        lines += [
+            "",
+            f"⚠ CPU / wall below {DISTURBED_BELOW} on a single-thread row: the pinned CPU was "
+            "shared with other work while it was timed, so its times are too slow. Re-run "
+            "those configurations on an idle machine.",
+        ]
     failed = len(rows) - len(ok)
     if failed:
         lines += ["", f"{failed} configuration(s) failed; the reason is in the s / round cell."]
@@ -866,7 +894,7 @@ def run_args(args: argparse.Namespace, *, command: str | None = None) -> int:
                 msg = f"{row['s_per_round']:.4g} s/round, compile {row['compile_s']:.1f} s"
             else:
                 msg = f"FAILED: {row['reason']}"
-            bar.write(f"{label}: {msg}")
+            bar.write(f"{label}: {msg}", file=sys.stderr)
     bar.close()
 
     table = format_table(rows)

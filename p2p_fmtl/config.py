@@ -155,6 +155,7 @@ RUN_KEYS = {
     "seed": Key(0, "int", lo=0, help="one seed for everything random in the run"),
     "rounds": Key(100, "int", lo=0, help="communication rounds"),
     "eval_every": Key(10, "int", lo=1, help="evaluate every this many rounds"),
+    "devices": Key(1, "int", lo=1, help="shard the node axis over this many devices"),
 }
 
 TOPOLOGY_KEYS = {

@@ -33,7 +33,10 @@ def _masked_mean(values, count):
 
 def _signature(tree) -> tuple:
     leaves, treedef = jax.tree.flatten(tree)
-    return treedef, tuple((np.shape(x), str(getattr(x, "dtype", type(x)))) for x in leaves)
+    return treedef, tuple(
+        (np.shape(x), str(getattr(x, "dtype", type(x))), str(getattr(x, "sharding", "")))
+        for x in leaves
+    )
 
 
 class Layout(NamedTuple):

@@ -163,6 +163,9 @@ class Simulation:
         k_init, self.key = jax.random.split(key)
         self.compile_before = self.engine.compile_seconds
         keys = _init_keys(k_init, n, alg_cfg.get("init", "independent"))
+        self.devices = run_cfg["devices"]
+        if self.devices > 1:
+            keys = self._shard_arrays(keys)
         self.state = self.engine.init(keys, self.layout)
         self.round = 0
         self.train_seconds = 0.0
@@ -173,6 +176,48 @@ class Simulation:
         self.bytes_per_round = net.degree * msg_bytes
         self.history: list[dict[str, Any]] = []
         self.last_eval: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ devices
+    def _shard_arrays(self, init_keys):
+        """Shard the node axis over a 1-D mesh of ``run.devices`` devices.
+
+        Node-indexed arrays (keys, data buckets, dense mixing rows, neighbour tables, the
+        active mask) are split along their leading axis; everything else is replicated.
+        XLA's SPMD partitioner turns gossip across shards into collectives.
+        """
+        from jax.sharding import Mesh, NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        k, n = self.devices, self.n_nodes
+        avail = jax.devices()
+        if k > len(avail):
+            raise ConfigError(
+                f"run.devices: got {k}, but only {len(avail)} devices are available "
+                "(on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=K simulates K)"
+            )
+        if n % k:
+            raise ConfigError(f"run.devices: got {k}, but topology.n = {n} is not a multiple")
+        mesh = Mesh(np.array(avail[:k]), ("nodes",))
+        split, replicated = NamedSharding(mesh, P("nodes")), NamedSharding(mesh, P())
+
+        def put(tree, by_node=True):
+            def one(x):
+                ok = by_node and np.ndim(x) > 0 and x.shape[0] % k == 0
+                return jax.device_put(x, split if ok else replicated)
+
+            return jax.tree.map(one, tree)
+
+        ids = tuple(put(i, by_node=False) for i in self.layout.ids)
+        self.layout = Layout(ids, put(self.layout.data), put(self.layout.inverse, False))
+        dense = self.mixing.dense is not None  # dense: split W by rows; sparse: replicate
+        self.mixing = put(self.mixing, by_node=dense)
+        if self.borrow is not None:
+            self.borrow = put(self.borrow, by_node=self.borrow.dense is not None)
+        self.active = put(self.active)
+        if self.nbrs is not None:
+            self.nbrs = put(self.nbrs)
+        self.key = put(self.key, False)
+        return put(init_keys)
 
     # ------------------------------------------------------------------ stepping
     @property
@@ -231,7 +276,7 @@ class Simulation:
         row["consensus_distance"] = float(ev["consensus_distance"])
         row["bytes_total"] = int(self.setup_bytes.sum() + self.bytes_per_round.sum() * t)
         if self.spec.trains:
-            row["lr"] = float(self.lrs[max(t - 1, 0)])
+            row["lr"] = float(self._lrs(max(t - 1, 0), 1)[0])
         row["wall_s"] = round(time.perf_counter() - self.t_start, 4)
         self.history.append(row)
         return row

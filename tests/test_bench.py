@@ -89,6 +89,8 @@ def test_table_cells_and_speedups():
     big = bench.table_cells(_ok_row(n=1000, threads="all", cpus=2, s_per_round=2.0))
     assert big["graph"] == "10-regular" and big["threads"] == "all (2)"
     assert big["ref"] == "17.0 (extrap.)" and big["speedup"] == "×8.50 (extrap.)"
+    assert bench.table_cells(_ok_row(cpu_per_wall=0.5))["cpu"] == "0.50 ⚠"
+    assert bench.table_cells(_ok_row(threads="all", cpu_per_wall=0.5))["cpu"] == "0.50"
     dsgd = bench.table_cells(_ok_row(algorithm="dsgd"))
     assert dsgd["ref"] == "–" and dsgd["speedup"] == "–"
 

@@ -97,7 +97,8 @@ def bucket_groups(n_train: np.ndarray, batch_size: int, max_buckets: int) -> lis
     return groups
 
 
-ROW_SECONDS = 2e-7  # measured ~1.7e-7 s (D-EM, 1 core): rough cost of one padded sample-row per round and model copy (CPU)
+# rough cost of one padded sample-row per round and model copy (D-EM, 1 CPU core: ~1.7e-7 s)
+ROW_SECONDS = 2e-7
 BUCKET_COMPILE_SECONDS = 2.5  # rough extra compilation time per bucket (CPU)
 
 

@@ -1,0 +1,60 @@
+"""The node axis sharded over 4 (forced CPU) devices gives the single-device numbers."""
+
+import json
+import os
+import subprocess
+import sys
+
+SCRIPT = r"""
+import json
+import numpy as np
+from p2p_fmtl import load_config, run
+out = {}
+cases = [
+    ("dem", {"name": "erdos_renyi", "n": 32, "p": 0.3}),
+    ("dsgd", {"name": "ring", "n": 400, "operator": "sparse"}),
+    ("graph_mtl", {"name": "ring", "n": 16}),
+]
+for alg, topo in cases:
+    base = {"run": {"rounds": 6, "eval_every": 3, "seed": 1}, "topology": topo,
+            "data": {"name": "fedem_synthetic", "dim": 10, "n_test": 30, "bucketing": "full"},
+            "algorithm": {"name": alg, "batch_size": 32, "momentum": 0.9}}
+    one = run(load_config(base))
+    four = run(load_config(base, overrides={"run.devices": 4}))
+    out[alg] = {
+        "diff": max(float(np.max(np.abs(one.params[k] - four.params[k]))) for k in one.params),
+        "acc": [one.summary["test_acc"], four.summary["test_acc"]],
+        "shards": len(four.state.params["w"].sharding.device_set),
+    }
+print(json.dumps(out))
+"""
+
+
+def test_four_devices_match_one_device():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for alg, r in out.items():
+        assert r["shards"] == 4, alg
+        assert r["diff"] < 1e-5, (alg, r)
+        assert abs(r["acc"][0] - r["acc"][1]) < 1e-5, (alg, r)
+
+
+def test_too_many_devices_is_a_clear_error():
+    import pytest
+
+    from p2p_fmtl import ConfigError, load_config, run
+
+    with pytest.raises(ConfigError, match=r"run\.devices: got 64, but only \d+ devices"):
+        run(
+            load_config(
+                {
+                    "run": {"devices": 64},
+                    "topology": {"name": "ring", "n": 64},
+                    "data": {"dim": 5, "n_test": 5},
+                }
+            )
+        )
