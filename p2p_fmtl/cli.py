@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.add_argument("--draw", metavar="FILE", help="draw the graph to an image file")
     t.set_defaults(func=cmd_topology)
+    from . import bench
+
+    b = sub.add_parser("bench", help="benchmark D-EM and D-SGD on the reference recipe")
+    bench.add_arguments(b)
+    b.set_defaults(func=bench.run_args)
     return p
 
 

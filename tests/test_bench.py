@@ -91,6 +91,8 @@ def test_table_cells_and_speedups():
     assert big["ref"] == "17.0 (extrap.)" and big["speedup"] == "×8.50 (extrap.)"
     assert bench.table_cells(_ok_row(cpu_per_wall=0.5))["cpu"] == "0.50 ⚠"
     assert bench.table_cells(_ok_row(threads="all", cpu_per_wall=0.5))["cpu"] == "0.50"
+    assert bench.table_cells(_ok_row(threads="all", other_load=0.1))["cpu"] == "0.99"
+    assert bench.table_cells(_ok_row(threads="all", other_load=0.9))["cpu"] == "0.99 ⚠"
     dsgd = bench.table_cells(_ok_row(algorithm="dsgd"))
     assert dsgd["ref"] == "–" and dsgd["speedup"] == "–"
 
@@ -208,6 +210,7 @@ def test_tiny_end_to_end_worker(tmp_path, capsys):
         assert row[key] > 0, key
     assert 0 <= row["padding_fraction"] < 1
     assert len(row["times_s"]) == 2
+    assert row["other_load"] is None or row["other_load"] >= 0
     assert row["rounds_peak_rss_mb"] is None or 0 < row["rounds_peak_rss_mb"] <= row["peak_rss_mb"]
     assert row["shared_values"] == 3 * 21  # M * (d + 1)
     assert bench.MARK_START in out.read_text() and "| D-EM | 8 |" in out.read_text()
