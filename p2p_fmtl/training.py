@@ -134,3 +134,22 @@ def local_sgd(
         (params, opt_state), (losses, used) = jax.lax.scan(step, (params, opt_state), batches)
     mean_loss = jnp.sum(losses * used) / jnp.maximum(used.sum(), 1)
     return params, opt_state, mean_loss
+
+
+def train_on_node(
+    data, params, opt_state, key, lr, *, per_sample_loss, optimizer, work, weights=None
+):
+    """:func:`local_sgd` on a node's own training rows (``data`` is its ``NodeData``)."""
+    return local_sgd(
+        params,
+        opt_state,
+        data.x_train,
+        data.y_train,
+        data.n_train,
+        weights,
+        key,
+        lr,
+        per_sample_loss=per_sample_loss,
+        optimizer=optimizer,
+        work=work,
+    )

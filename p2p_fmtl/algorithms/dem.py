@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from ..config import Key
-from ..training import local_sgd
+from ..training import train_on_node
 from .base import Algorithm, AlgorithmSpec, Context
 
 
@@ -82,15 +82,13 @@ def build(ctx: Context) -> Algorithm:
         q, pi = e_and_pi_step(state.params, state.pi, data.x_train, data.y_train, data.n_train)
 
         def train_component(params, opt_state, weights, k):
-            return local_sgd(
+            return train_on_node(
+                data,
                 params,
                 opt_state,
-                data.x_train,
-                data.y_train,
-                data.n_train,
-                weights,
                 k,
                 lr,
+                weights=weights,
                 per_sample_loss=per_sample_loss,
                 optimizer=optimizer,
                 work=work,

@@ -21,7 +21,7 @@ import jax
 
 from ..config import Key
 from ..sharing import check_shared, merge, select
-from ..training import local_sgd
+from ..training import train_on_node
 from .base import Algorithm, AlgorithmSpec, Context
 
 
@@ -43,13 +43,10 @@ def sgd_algorithm(ctx: Context, name: str, communicates: bool) -> Algorithm:
         return SGDState(params, optimizer.init(params))
 
     def local_update(state, data, key, lr, inbox=None):
-        params, opt_state, loss = local_sgd(
+        params, opt_state, loss = train_on_node(
+            data,
             state.params,
             state.opt_state,
-            data.x_train,
-            data.y_train,
-            data.n_train,
-            None,
             key,
             lr,
             per_sample_loss=per_sample_loss,

@@ -55,7 +55,7 @@ from jax.flatten_util import ravel_pytree
 
 from ..config import Key
 from ..sharing import check_shared, merge, select
-from ..training import local_sgd
+from ..training import train_on_node
 from .base import Algorithm, AlgorithmSpec, Context
 
 
@@ -110,13 +110,10 @@ def build(ctx: Context) -> Algorithm:
         return GraphMTLState(params, optimizer.init(params))
 
     def train(state, data, key, lr, loss_fn):
-        params, opt_state, loss = local_sgd(
+        params, opt_state, loss = train_on_node(
+            data,
             state.params,
             state.opt_state,
-            data.x_train,
-            data.y_train,
-            data.n_train,
-            None,
             key,
             lr,
             per_sample_loss=loss_fn,

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from ..config import Key
 from ..sharing import path_str
-from ..training import local_sgd
+from ..training import train_on_node
 from .base import Algorithm, AlgorithmSpec, Context
 
 
@@ -49,13 +49,10 @@ def build(ctx: Context) -> Algorithm:
         return PropagationState(params, params, optimizer.init(params), c)
 
     def local_update(state, data, key, lr, inbox=None):
-        local, opt_state, loss = local_sgd(
+        local, opt_state, loss = train_on_node(
+            data,
             state.local_params,
             state.opt_state,
-            data.x_train,
-            data.y_train,
-            data.n_train,
-            None,
             key,
             lr,
             per_sample_loss=per_sample_loss,
