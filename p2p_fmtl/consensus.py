@@ -64,7 +64,9 @@ def _schedule(W_or_schedule: Any, n: int) -> Callable[[int], np.ndarray]:
     def check(W: Any, where: str) -> np.ndarray:
         A = np.asarray(W, dtype=np.float64)
         if A.shape != (n, n):
-            raise UserError(f"{where}: expected a ({n}, {n}) matrix, got shape {A.shape}")
+            raise UserError(
+                f"{where}: expected a ({n}, {n}) matrix (x0 has {n} rows), got shape {A.shape}"
+            )
         return A
 
     if callable(W_or_schedule):

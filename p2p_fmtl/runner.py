@@ -255,9 +255,12 @@ class Simulation:
 
     def evaluate(self) -> dict[str, Any]:
         """Evaluate now; append and return one metrics row."""
-        ev = self.last_eval = self.engine.evaluate(
-            self.state, self.layout, self.active, self.borrow
-        )
+        ev = self.engine.evaluate(self.state, self.layout, self.active, self.borrow)
+        return self.record(ev)
+
+    def record(self, ev: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Append the metrics row of an evaluation ``ev`` (per-node arrays) and return it."""
+        self.last_eval = ev
         t, metric, packed = self.round, self.metric, self.packed
         row: dict[str, Any] = {"round": t}
         if "test_score" in ev:
