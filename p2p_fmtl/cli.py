@@ -141,6 +141,20 @@ def _draw(G, path: str, title: str) -> None:
     plt.close(fig)
 
 
+def cmd_plot(args) -> int:
+    import warnings
+
+    from .plots import plot
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        path = plot(args.dir, args.kind, args.out)
+    for w in caught:
+        print(f"p2p-fmtl plot: note: {w.message}", file=sys.stderr)
+    print(f"figure: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="p2p-fmtl",
@@ -180,6 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.add_argument("--draw", metavar="FILE", help="draw the graph to an image file")
     t.set_defaults(func=cmd_topology)
+    from . import sweep
+
+    sw = sub.add_parser("sweep", help="run a grid/zip sweep of configs in parallel (resumable)")
+    sweep.add_arguments(sw)
+    sw.set_defaults(func=sweep.sweep_command)
+
+    from .plots import KINDS
+
+    pl = sub.add_parser("plot", help="figures from a run directory or a sweep")
+    pl.add_argument("dir", help="a run directory, a sweep directory, or a folder of runs")
+    pl.add_argument("--kind", default="accuracy", choices=KINDS, help="which figure")
+    pl.add_argument("--out", help="output file (.png, .svg or .pdf; default DIR/KIND.png)")
+    pl.set_defaults(func=cmd_plot)
+
     from . import bench
 
     b = sub.add_parser("bench", help="benchmark D-EM and D-SGD on the reference recipe")
