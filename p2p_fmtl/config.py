@@ -473,6 +473,17 @@ class Config(Mapping):
         return f"Config({self._resolved!r})"
 
 
+def read_toml(path: str | Path, what: str = "file") -> dict[str, Any]:
+    """Read a TOML file, with one-line errors for a missing file or invalid TOML."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: {what} not found")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML ({e})") from None
+
+
 def load_config(
     path: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None
 ) -> Config:
@@ -480,14 +491,7 @@ def load_config(
     if isinstance(path, Mapping):
         raw, source = copy.deepcopy(dict(path)), None
     else:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            raw = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{p}: not valid TOML ({e})") from None
-        source = str(p)
+        raw, source = read_toml(path, "config file"), str(path)
     for k, v in (overrides or {}).items():
         set_dotted(raw, k, v)
     return Config(raw, source=source)

@@ -70,7 +70,6 @@ import re
 import shutil
 import sys
 import tempfile
-import tomllib
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -84,6 +83,7 @@ from .config import (
     TOPOLOGY_KEYS,
     Config,
     _section_schema,
+    read_toml,
     set_dotted,
 )
 from .errors import ConfigError, UserError
@@ -152,12 +152,7 @@ def load_sweep(sweep: str | os.PathLike | Mapping[str, Any]) -> Sweep:
         data, where, source = copy.deepcopy(dict(sweep)), Path.cwd(), None
     else:
         p = Path(sweep)
-        if not p.is_file():
-            raise ConfigError(f"{p}: sweep file not found")
-        try:
-            data = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{p}: not valid TOML ({e})") from None
+        data = read_toml(p, "sweep file")
         where, source = p.parent, str(p)
     for k in data:
         if k not in SWEEP_KEYS:
@@ -176,10 +171,7 @@ def load_sweep(sweep: str | os.PathLike | Mapping[str, Any]) -> Sweep:
         bp = bp if bp.is_absolute() else where / bp
         if not bp.is_file():
             raise ConfigError(f"base: got {base_value!r}, but {bp} is not a file")
-        try:
-            base = tomllib.loads(bp.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"base: {bp} is not valid TOML ({e})") from None
+        base = read_toml(bp, "base config")
         base_source = str(bp)
     else:
         raise ConfigError(f"base: got {base_value!r}, expected a path to a config file")
