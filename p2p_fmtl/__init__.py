@@ -10,10 +10,19 @@ and exchange parameters only with their neighbours.  Quick start::
 """
 
 from .config import Config, load_config
-from .errors import ConfigError, UserError
+from .errors import ConfigError, DivergenceError, UserError
 from .results import RunResult
 from .runner import run
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "ConfigError", "RunResult", "UserError", "load_config", "run", "__version__"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DivergenceError",
+    "RunResult",
+    "UserError",
+    "load_config",
+    "run",
+    "__version__",
+]

@@ -108,13 +108,16 @@ def run_batch(
         length = min(every, rounds - t)
         lrs = jnp.stack([jnp.asarray(s._lrs(t, length)) for s in sims])
         c0, t0 = engine.compile_seconds, time.perf_counter()
-        state, key, _ = engine._call(
+        state, key, finite = engine._call(
             "chunk_batch", chunk, state, key, lrs, mixing, layout, active, nbrs
         )
         jax.block_until_ready(state)
         seconds = time.perf_counter() - t0 - (engine.compile_seconds - c0)
         t += length
+        finite = np.asarray(finite)
         for i, s in enumerate(sims):
+            if not finite[i].all() and s.diverged_at is None:  # reported as "incomplete"
+                s.diverged_at = t - length + int(np.argmin(finite[i])) + 1
             s.state, s.round = _unstack(state, i), t
             s.train_seconds += seconds / b
         eval_all()

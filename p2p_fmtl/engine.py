@@ -116,10 +116,13 @@ class Engine:
                 state = jax.tree.map(keep_inactive, new, state)
             elif alg.communicates and alg.inbox == "none":  # plain gossip averaging
                 state = alg.replace_shared(state, mix(alg.shared(state), mixing))
-            return (state, key), jnp.mean(loss)
+            finite = jnp.all(
+                jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(alg.shared(state))])
+            )
+            return (state, key), finite & jnp.all(jnp.isfinite(loss))
 
-        (state, key), losses = jax.lax.scan(one_round, (state, key), lrs)
-        return state, key, losses
+        (state, key), finite = jax.lax.scan(one_round, (state, key), lrs)
+        return state, key, finite  # finite[t]: round t left every value finite
 
     def _eval_impl(self, state, layout: Layout, active, borrow: Mixing | None):
         """Per-node test score and train loss, consensus distance over active nodes, and,
@@ -127,7 +130,18 @@ class Engine:
         state and adapting (how a node that never trained is served)."""
         alg = self.alg
         shared = alg.shared(state)
-        out = {"consensus_distance": consensus_distance(shared, active)}
+        out = {
+            "consensus_distance": consensus_distance(shared, active),
+            "finite": jnp.all(
+                jnp.stack(
+                    [
+                        jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)
+                        for x in jax.tree.leaves(shared)
+                    ]
+                ),
+                axis=0,
+            ),
+        }
         if alg.score is None or layout.data[0] is None:
             return out
 
@@ -172,7 +186,7 @@ class Engine:
         return self._call("init", self._init_impl, keys, layout)
 
     def run_rounds(self, state, key, lrs, mixing, layout, active, nbrs: Neighbours | None = None):
-        """Run ``len(lrs)`` rounds; return the new state and key and the mean local loss."""
+        """Run ``len(lrs)`` rounds; return the new state and key and a per-round finite flag."""
         lrs = jnp.asarray(lrs)
         args = (state, key, lrs, mixing, layout, active, nbrs)
         return self._call("chunk", self._chunk_impl, *args)

@@ -20,6 +20,10 @@ class ConfigError(UserError):
     """A config key or value that is not allowed."""
 
 
+class DivergenceError(UserError):
+    """A run whose losses or parameters became non-finite (NaN or infinite)."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""``."""
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)

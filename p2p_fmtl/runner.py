@@ -24,7 +24,7 @@ from .algorithms import ALGORITHMS, Context, NodeData
 from .config import Config, load_config
 from .data import FederatedDataset, PackedData, load_dataset, pack
 from .engine import Engine, Layout
-from .errors import ConfigError, UserError
+from .errors import ConfigError, DivergenceError, UserError
 from .gossip import Neighbours, make_mixing, num_values
 from .models import build_model
 from .network import (
@@ -169,6 +169,7 @@ class Simulation:
         self.state = self.engine.init(keys, self.layout)
         self.round = 0
         self.train_seconds = 0.0
+        self.diverged_at: int | None = None  # first round that left a non-finite value
 
         # the byte ledger: each round every node sends its shared state to each neighbour
         self.shared_values = num_values(alg.shared(self.state))
@@ -238,7 +239,7 @@ class Simulation:
             return 0.0
         c0 = self.engine.compile_seconds
         t0 = time.perf_counter()
-        self.state, self.key, _ = self.engine.run_rounds(
+        self.state, self.key, finite = self.engine.run_rounds(
             self.state,
             self.key,
             self._lrs(self.round, rounds),
@@ -249,6 +250,9 @@ class Simulation:
         )
         jax.block_until_ready(self.state)
         seconds = time.perf_counter() - t0 - (self.engine.compile_seconds - c0)
+        finite = np.asarray(finite)
+        if not finite.all() and self.diverged_at is None:
+            self.diverged_at = self.round + int(np.argmin(finite)) + 1
         self.round += rounds
         self.train_seconds += seconds
         return seconds
@@ -302,7 +306,7 @@ class Simulation:
         final = self.history[-1]
         cfg = self.cfg
         summary: dict[str, Any] = {
-            "status": "complete",
+            "status": "complete" if self.diverged_at is None else "incomplete",
             "algorithm": cfg["algorithm"]["name"],
             "topology": cfg["topology"]["name"],
             "n_nodes": n,
@@ -330,6 +334,21 @@ class Simulation:
         return result
 
 
+def _diverged(sim: Simulation, out) -> None:
+    """Write what the run has (status "incomplete") and stop with a clear error."""
+    bad = np.flatnonzero(~sim.last_eval["finite"]).tolist()
+    result = sim.result()
+    result.summary["error"] = f"non-finite values from round {sim.diverged_at}"
+    if out is not None:
+        result.save(out)
+    nodes = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+    raise DivergenceError(
+        f"run diverged: algorithm {sim.alg.name!r} produced non-finite losses or parameters "
+        f"in round {sim.diverged_at} (nodes {nodes or 'unknown'}); try a smaller algorithm.lr"
+        + (f"; partial results in {out}" if out is not None else "")
+    )
+
+
 def run(
     config: Config | Mapping[str, Any] | str | Path,
     *,
@@ -349,6 +368,9 @@ def run(
         length = min(every, sim.rounds - sim.round)
         sim.advance(length)
         row = sim.evaluate()
+        if sim.diverged_at is not None:
+            bar.close()
+            _diverged(sim, out)
         bar.update(length)
         if f"test_{sim.metric}" in row:
             bar.set_postfix({sim.metric: f"{row[f'test_{sim.metric}']:.4f}"})

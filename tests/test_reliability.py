@@ -1,0 +1,70 @@
+"""Divergence guard and determinism."""
+
+import json
+
+import pytest
+
+from p2p_fmtl import DivergenceError, load_config, run
+from p2p_fmtl.cli import main
+
+BASE = {
+    "run": {"rounds": 12, "eval_every": 4, "seed": 3},
+    "topology": {"name": "ring", "n": 8},
+    "data": {"name": "clustered_linear", "dim": 6, "samples": [10, 20], "n_test": 10},
+    "algorithm": {"name": "dsgd", "lr": 0.05, "batch_size": 8},
+}
+
+
+def test_divergence_names_round_nodes_algorithm_and_keeps_partial_results(tmp_path):
+    cfg = load_config(BASE, overrides={"algorithm.lr": 1e4})
+    out = tmp_path / "run"
+    with pytest.raises(DivergenceError) as e:
+        run(cfg, out=out)
+    msg = str(e.value)
+    assert "algorithm 'dsgd'" in msg and "round " in msg and "nodes 0" in msg
+    assert "\n" not in msg
+    round_named = int(msg.split("in round ")[1].split(" ")[0])
+    assert 1 <= round_named <= 4  # it blows up within the first chunk
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "incomplete" and summary["rounds"] == 4
+    assert "non-finite values from round" in summary["error"]
+
+
+def test_divergence_through_the_cli_exits_2(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[run]\nrounds = 8\neval_every = 4\n[topology]\nname = "ring"\nn = 8\n'
+        '[data]\nname = "clustered_linear"\ndim = 6\nsamples = [10, 20]\nn_test = 10\n'
+        '[algorithm]\nname = "graph_mtl"\nlr = 1e4\nbatch_size = 8\n'
+    )
+    assert main(["run", str(cfg), "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "run diverged: algorithm 'graph_mtl'" in err and len(err.splitlines()) == 1
+
+
+def test_same_config_and_seed_give_byte_identical_tables(tmp_path):
+    """metrics.csv and nodes.csv are identical, wall-time columns aside."""
+    for name in ("a", "b"):
+        assert main(["run", _write(tmp_path), "--out", str(tmp_path / name), "--quiet"]) == 0
+
+    def strip(path, drop=("wall_s",)):
+        lines = path.read_text().splitlines()
+        head = lines[0].split(",")
+        keep = [i for i, h in enumerate(head) if h not in drop]
+        return [",".join(c for i, c in enumerate(line.split(",")) if i in keep) for line in lines]
+
+    for table in ("metrics.csv", "nodes.csv"):
+        assert strip(tmp_path / "a" / table) == strip(tmp_path / "b" / table)
+    assert (tmp_path / "a" / "nodes.csv").read_bytes() == (
+        tmp_path / "b" / "nodes.csv"
+    ).read_bytes()
+
+
+def _write(tmp_path):
+    f = tmp_path / "det.toml"
+    f.write_text(
+        '[run]\nrounds = 10\neval_every = 5\nseed = 7\n[topology]\nname = "erdos_renyi"\n'
+        'n = 10\np = 0.4\n[data]\nname = "fedem_synthetic"\ndim = 8\nn_test = 30\n'
+        '[algorithm]\nname = "dem"\nbatch_size = 16\nmomentum = 0.9\n'
+    )
+    return str(f)
