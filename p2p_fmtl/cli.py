@@ -32,7 +32,9 @@ def cmd_run(args) -> int:
 
     cfg = load_config(args.config, overrides=_overrides(args.set))
     out = Path(args.out) if args.out else _default_out(cfg, Path(args.config).stem)
-    result = run(cfg, quiet=args.quiet, out=out)
+    if args.resume and not args.out:
+        raise UserError("--resume: needs --out DIR (the run directory to continue)")
+    result = run(cfg, quiet=args.quiet, out=out, resume=args.resume)
     if not args.quiet:
         print(_table([result.summary]))
     print(f"run directory: {out}")
@@ -178,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--out", help="run directory (default runs/<config>-<algorithm>-<time>)")
     r.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    r.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint of a run killed while writing to --out",
+    )
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("topology", help="build a graph and report its mixing matrix")

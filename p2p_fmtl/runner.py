@@ -8,6 +8,7 @@ and other drivers use :class:`Simulation` directly.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -288,6 +289,57 @@ class Simulation:
         self.history.append(row)
         return row
 
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self, path: Path) -> None:
+        """Write state, PRNG key, round and history to ``path`` atomically (temp + rename)."""
+        leaves = jax.tree.leaves(self.state)
+        arrays = {f"leaf{i}": np.asarray(x) for i, x in enumerate(leaves)}
+        arrays["key"] = np.asarray(self.key)
+        meta = {
+            "round": self.round,
+            "history": self.history,
+            "train_seconds": self.train_seconds,
+            "diverged_at": self.diverged_at,
+            "config": self.cfg.to_toml(),
+            "leaves": len(leaves),
+        }
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+
+    def restore(self, path: Path) -> None:
+        """Continue from a checkpoint of the same config; refuse corrupt or foreign ones."""
+        try:
+            with np.load(path) as z:
+                meta = json.loads(bytes(z["meta"]).decode())
+                stored = [z[f"leaf{i}"] for i in range(meta["leaves"])]
+                key = z["key"]
+        except Exception as e:  # zip, pickle-free npz, json or key errors alike
+            raise UserError(
+                f"{path}: unreadable checkpoint ({type(e).__name__}); delete it to start over"
+            ) from None
+        if meta["config"] != self.cfg.to_toml():
+            raise UserError(
+                f"{path}: the checkpoint was written for a different config; run without "
+                "--resume (or delete it) to start over"
+            )
+        leaves, treedef = jax.tree.flatten(self.state)
+        if len(stored) != len(leaves) or any(
+            a.shape != np.shape(b) for a, b in zip(stored, leaves, strict=True)
+        ):
+            raise UserError(f"{path}: the checkpoint's arrays do not match this run's state")
+        placed = [
+            jax.device_put(a.astype(b.dtype), getattr(b, "sharding", None))
+            for a, b in zip(stored, leaves, strict=True)
+        ]
+        self.state = jax.tree.unflatten(treedef, placed)
+        self.key = jax.device_put(jnp.asarray(key), getattr(self.key, "sharding", None))
+        self.round, self.history = meta["round"], meta["history"]
+        self.train_seconds, self.diverged_at = meta["train_seconds"], meta["diverged_at"]
+
     # ------------------------------------------------------------------ results
     def result(self) -> RunResult:
         ev, n, metric = self.last_eval, self.n_nodes, self.metric
@@ -354,16 +406,31 @@ def run(
     *,
     quiet: bool = True,
     out: str | Path | None = None,
+    resume: bool = False,
 ) -> RunResult:
     """Run one simulation and return its :class:`~p2p_fmtl.results.RunResult`.
 
     ``config`` is a :class:`Config`, a dict of sections, or a path to a TOML file.
-    With ``out``, the run directory is also written there (atomically).
+    With ``out``, the run directory is written there (atomically) at the end, and after
+    every evaluation a checkpoint (state, PRNG key, round, metrics so far) is written
+    atomically beside it (:func:`checkpoint_path`); ``resume=True`` continues from it, so
+    a killed run loses at most one chunk and ends with the same numbers.
     """
     sim = Simulation(config)
     every = sim.cfg["run"]["eval_every"]
-    sim.evaluate()
-    bar = tqdm(total=sim.rounds, desc=sim.alg.name, disable=quiet, unit="round", leave=False)
+    ckpt = checkpoint_path(out) if out is not None else None
+    if resume and ckpt is not None and ckpt.exists():
+        sim.restore(ckpt)
+    else:
+        sim.evaluate()
+    bar = tqdm(
+        total=sim.rounds,
+        initial=sim.round,
+        desc=sim.alg.name,
+        disable=quiet,
+        unit="round",
+        leave=False,
+    )
     while sim.round < sim.rounds:
         length = min(every, sim.rounds - sim.round)
         sim.advance(length)
@@ -371,6 +438,8 @@ def run(
         if sim.diverged_at is not None:
             bar.close()
             _diverged(sim, out)
+        if ckpt is not None and sim.round < sim.rounds:
+            sim.checkpoint(ckpt)
         bar.update(length)
         if f"test_{sim.metric}" in row:
             bar.set_postfix({sim.metric: f"{row[f'test_{sim.metric}']:.4f}"})
@@ -378,4 +447,12 @@ def run(
     result = sim.result()
     if out is not None:
         result.save(out)
+        if ckpt.exists():
+            ckpt.unlink()
     return result
+
+
+def checkpoint_path(out: str | Path) -> Path:
+    """Where a run writing to ``out`` keeps its checkpoint: a hidden file beside it."""
+    out = Path(out)
+    return out.parent / f".{out.name}.checkpoint.npz"

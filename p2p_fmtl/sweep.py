@@ -303,7 +303,7 @@ def _run_one(raw: dict[str, Any], source: str | None, out: str) -> tuple[str, st
     try:
         from .runner import run
 
-        run(Config(raw, source=source), quiet=True, out=out)
+        run(Config(raw, source=source), quiet=True, out=out, resume=True)  # from a checkpoint
         return "complete", ""
     except UserError as e:
         return "failed", str(e)

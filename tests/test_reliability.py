@@ -68,3 +68,68 @@ def _write(tmp_path):
         '[algorithm]\nname = "dem"\nbatch_size = 16\nmomentum = 0.9\n'
     )
     return str(f)
+
+
+def _long_config(tmp_path):
+    f = tmp_path / "long.toml"
+    f.write_text(
+        '[run]\nrounds = 3000\neval_every = 50\nseed = 1\n[topology]\nname = "erdos_renyi"\n'
+        'n = 30\np = 0.5\n[data]\nname = "fedem_synthetic"\nn_test = 200\n'
+        '[algorithm]\nname = "dsgd"\nbatch_size = 128\nmomentum = 0.9\nlocal_epochs = 1\n'
+    )
+    return f
+
+
+def _table(path):
+    import csv
+
+    rows = list(csv.DictReader(open(path)))
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+
+
+def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from p2p_fmtl.runner import checkpoint_path
+
+    cfg = _long_config(tmp_path)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "p2p_fmtl.cli", "run", str(cfg), "--out", str(out), "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    ckpt = checkpoint_path(out)
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists() and not out.exists()
+    assert main(["run", str(cfg), "--out", str(out), "--quiet", "--resume"]) == 0
+    assert not ckpt.exists()
+    whole = tmp_path / "whole"
+    assert main(["run", str(cfg), "--out", str(whole), "--quiet"]) == 0
+    assert _table(out / "metrics.csv") == _table(whole / "metrics.csv")
+    assert (out / "nodes.csv").read_bytes() == (whole / "nodes.csv").read_bytes()
+
+
+def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path, capsys):
+    from p2p_fmtl.runner import Simulation, checkpoint_path
+
+    cfg = _long_config(tmp_path)
+    out = tmp_path / "r"
+    ckpt = checkpoint_path(out)
+    ckpt.write_bytes(b"not a checkpoint")
+    assert main(["run", str(cfg), "--out", str(out), "--quiet", "--resume"]) == 2
+    assert "unreadable checkpoint" in capsys.readouterr().err
+    sim = Simulation(load_config(str(cfg), overrides={"run.rounds": 4}))
+    sim.advance(2)
+    sim.checkpoint(ckpt)  # written by a config with another run.rounds
+    assert main(["run", str(cfg), "--out", str(out), "--quiet", "--resume"]) == 2
+    assert "written for a different config" in capsys.readouterr().err
