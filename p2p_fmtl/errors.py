@@ -13,7 +13,13 @@ from collections.abc import Iterable
 
 
 class UserError(ValueError):
-    """A mistake in the user's input: the message is shown as is, without traceback."""
+    """A mistake in the user's input: the message is shown as is, without traceback.
+
+    Messages are kept to one line even when they quote user text with line breaks.
+    """
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class ConfigError(UserError):

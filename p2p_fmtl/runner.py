@@ -388,7 +388,11 @@ class Simulation:
 
 def _diverged(sim: Simulation, out) -> None:
     """Write what the run has (status "incomplete") and stop with a clear error."""
-    bad = np.flatnonzero(~sim.last_eval["finite"]).tolist()
+    ev = sim.last_eval
+    broken = ~ev["finite"]
+    if "train_loss" in ev:
+        broken |= ~np.isfinite(ev["train_loss"])
+    bad = np.flatnonzero(broken).tolist()
     result = sim.result()
     result.summary["error"] = f"non-finite values from round {sim.diverged_at}"
     if out is not None:

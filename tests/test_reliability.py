@@ -100,7 +100,8 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-m", "p2p_fmtl.cli", "run", str(cfg), "--out", str(out), "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     ckpt = checkpoint_path(out)
     deadline = time.time() + 120
@@ -133,3 +134,33 @@ def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path, capsys):
     sim.checkpoint(ckpt)  # written by a config with another run.rounds
     assert main(["run", str(cfg), "--out", str(out), "--quiet", "--resume"]) == 2
     assert "written for a different config" in capsys.readouterr().err
+
+
+def test_bad_data_is_refused_before_training():
+    import numpy as np
+
+    from p2p_fmtl import ConfigError
+    from p2p_fmtl.data import FederatedDataset, NodeDataset, validate_dataset
+
+    good = NodeDataset(
+        np.ones((3, 2), np.float32),
+        np.array([0, 1, 1]),
+        np.ones((2, 2), np.float32),
+        np.array([0, 1]),
+    )
+    import dataclasses
+
+    empty = dataclasses.replace(
+        good, x_train=np.ones((0, 2), np.float32), y_train=np.array([], int)
+    )
+    nan = dataclasses.replace(good, x_test=np.array([[1.0, np.nan], [0, 0]], np.float32))
+    label = dataclasses.replace(good, y_train=np.array([0, 1, 5]))
+    cases = [
+        (empty, "node 1 has no training samples"),
+        (nan, "node 1 has NaN or infinite values in x_test"),
+        (label, r"node 1 has y_train labels in \[0, 5\], outside the model's classes 0..1"),
+    ]
+    for bad, msg in cases:
+        with pytest.raises(ConfigError, match=msg):
+            validate_dataset(FederatedDataset([good, bad], "binary", 2))
+    validate_dataset(FederatedDataset([good, good], "binary", 2))  # fine

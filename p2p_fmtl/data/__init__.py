@@ -44,11 +44,34 @@ def load_dataset(cfg: dict[str, Any], n_nodes: int) -> FederatedDataset:
         raise unknown_name("data.name", name, [k for k, v in DATASETS.items() if v])
     kwargs = {k: cfg[k] for k in dataset_params(name)}
     try:
-        return DATASETS[name](n_nodes, **kwargs)
+        ds = DATASETS[name](n_nodes, **kwargs)
     except ConfigError:
         raise
     except ValueError as e:  # generators raise ValueError("data.<key>: ...")
         raise ConfigError(str(e)) from None
+    validate_dataset(ds, f"data.name = {name!r}")
+    return ds
+
+
+def validate_dataset(ds: FederatedDataset, where: str = "data") -> None:
+    """Refuse data no training can use: one line naming the node and the problem."""
+    import numpy as np
+
+    for i, nd in enumerate(ds.nodes):
+        if nd.n_train == 0:
+            raise ConfigError(f"{where}: node {i} has no training samples")
+        for part in ("x_train", "x_test", "y_train", "y_test"):
+            a = getattr(nd, part)
+            if a.size and np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+                raise ConfigError(f"{where}: node {i} has NaN or infinite values in {part}")
+        if ds.task != "regression":
+            for part in ("y_train", "y_test"):
+                y = getattr(nd, part)
+                if y.size and (y.min() < 0 or y.max() >= ds.num_classes):
+                    raise ConfigError(
+                        f"{where}: node {i} has {part} labels in [{y.min()}, {y.max()}], "
+                        f"outside the model's classes 0..{ds.num_classes - 1}"
+                    )
 
 
 __all__ = [
@@ -59,4 +82,5 @@ __all__ = [
     "dataset_params",
     "load_dataset",
     "pack",
+    "validate_dataset",
 ]
