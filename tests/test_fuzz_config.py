@@ -138,3 +138,44 @@ def test_random_overrides_parse_or_raise_config_error(text):
         load_config({}, overrides={key: value})
     except ConfigError as e:
         assert "\n" not in str(e)
+
+
+TOPO_PARAMS = [
+    "p",
+    "k",
+    "d",
+    "beta",
+    "m",
+    "rows",
+    "radius",
+    "groups",
+    "p_in",
+    "p_out",
+    "bridges",
+    "max_tries",
+    "path",
+    "bogus",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from([*__import__("topologies").BUILDERS, "rign", ""]),
+    n=st.one_of(st.integers(-3, 70), st.floats(allow_nan=True), st.none(), st.text(max_size=3)),
+    params=st.dictionaries(st.sampled_from(TOPO_PARAMS), scalars, max_size=3),
+    seed=st.one_of(st.integers(-2, 5), st.none()),
+)
+def test_random_topologies_build_or_raise_topology_error(name, n, params, seed):
+    """Any size and parameters: a connected graph on 0..n-1, or a one-line TopologyError."""
+    import networkx as nx
+
+    import topologies
+
+    try:
+        G = topologies.build(name, n, seed=seed, **params)
+    except topologies.TopologyError as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    assert nx.is_connected(G) and sorted(G) == list(range(G.number_of_nodes()))
+    W = topologies.mixing_matrix(G, "metropolis")
+    topologies.validate_mixing(W, G)
