@@ -140,20 +140,9 @@ def test_random_overrides_parse_or_raise_config_error(text):
         assert "\n" not in str(e)
 
 
-TOPO_PARAMS = [
-    "p",
-    "k",
-    "d",
-    "beta",
-    "m",
-    "rows",
-    "radius",
-    "groups",
-    "p_in",
-    "p_out",
-    "bridges",
+COMMON_TOPOLOGY_KEYS = {"name", "n", "mixing", "seed", "operator"}
+TOPO_PARAMS = [k for k in KEYS["topology"] if k not in COMMON_TOPOLOGY_KEYS] + [
     "max_tries",
-    "path",
     "bogus",
 ]
 
