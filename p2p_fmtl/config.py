@@ -36,7 +36,7 @@ from .errors import ConfigError, did_you_mean, unknown_name
 
 DEFAULT_DATA = "fedem_synthetic"
 DEFAULT_ALGORITHM = "dsgd"
-SECTIONS = ("run", "topology", "data", "model", "algorithm", "faults", "compression")
+SECTIONS = ("run", "topology", "data", "model", "algorithm", "faults", "compression", "cost")
 
 
 # --------------------------------------------------------------------------- key specs
@@ -169,6 +169,18 @@ TOPOLOGY_KEYS = {
         choices=("auto", "dense", "sparse"),
         help="gossip as a dense W @ X or an edge list with segment_sum",
     ),
+    "schedule": Key(
+        "static",
+        "str",
+        choices=("static", "random_matching", "one_peer_exponential", "resample", "list"),
+        help="time-varying topology",
+    ),
+    "graphs": Key(
+        [], "any", help='schedule = "list": builder names or edge-list files, cycled per round'
+    ),
+    "resample_p": Key(
+        0.0, "float", lo=0.0, hi=1.0, help="schedule = resample: edge probability (0: graph's)"
+    ),
 }
 
 OPTIMIZER_KEYS = {
@@ -203,13 +215,61 @@ MODEL_KEYS = {
 }
 
 FAULT_KEYS = {
-    "node_drop": Key(0.0, "float", lo=0.0, hi=0.0, help="not implemented yet: must be 0"),
-    "link_drop": Key(0.0, "float", lo=0.0, hi=0.0, help="not implemented yet: must be 0"),
-    "straggler": Key(0.0, "float", lo=0.0, hi=0.0, help="not implemented yet: must be 0"),
+    "node_drop": Key(0.0, "float", lo=0.0, hi=1.0, help="probability a node is down each round"),
+    "link_drop": Key(0.0, "float", lo=0.0, hi=1.0, help="probability an edge carries nothing"),
+    "churn": Key(0.0, "float", lo=0.0, hi=1.0, help="probability a live node leaves each round"),
+    "churn_rounds": Key(10, "int", lo=1, help="rounds a churned node stays away"),
+    "straggler": Key(0.0, "float", lo=0.0, hi=1.0, help="fraction of nodes slowed each round"),
+    "straggler_work": Key(
+        [0.1, 0.9], "list[float]", lo=0.0, hi=1.0, help="a straggler does U(a, b) of its work"
+    ),
+    "reweight": Key(
+        "metropolis",
+        "str",
+        choices=("metropolis", "self"),
+        help="live-subgraph weights: Metropolis, or the rule's weights with lost ones on W_ii",
+    ),
 }
 
 COMPRESSION_KEYS = {
-    "name": Key("none", "str", choices=("none",), help="compressors are not implemented yet"),
+    "name": Key(
+        "none", "str", choices=("none", "top_k", "random_k", "qsgd", "sign"), help="compressor"
+    ),
+    "ratio": Key(0.1, "float", lo=0.0, hi=1.0, lo_open=True, help="top_k / random_k: k / d"),
+    "levels": Key(7, "int", lo=1, help="qsgd: quantization levels s (7: 4 bits with sign)"),
+    "method": Key(
+        "choco",
+        "str",
+        choices=("choco", "plain"),
+        help="CHOCO-gossip with public copies, or mixing compressed models directly",
+    ),
+    "gamma": Key(
+        0.1, "float", lo=0.0, hi=1.0, lo_open=True, help="CHOCO / DeepSqueeze consensus step"
+    ),
+    "error_feedback": Key(False, "bool", help="plain: error-compensated (DeepSqueeze)"),
+    "dtype": Key(
+        "float32", "str", choices=("float32", "float16", "bfloat16"), help="wire value type"
+    ),
+}
+
+COST_KEYS = {
+    "enabled": Key(False, "bool", help="simulate time: adds a sim_time_s column"),
+    "compute_s_per_sample": Key(1e-5, "float", lo=0.0, help="compute seconds per sample"),
+    "bandwidth_bytes_per_s": Key(
+        1.25e6, "float", lo=0.0, lo_open=True, help="per-link bandwidth (1.25e6 = 10 Mbit/s)"
+    ),
+    "latency_s": Key(0.01, "float", lo=0.0, help="per-message latency"),
+}
+
+GOSSIP_KEYS = {
+    "gossip": Key(
+        "sync",
+        "str",
+        choices=("sync", "pairwise"),
+        help="synchronous W each round, or asynchronous pairwise averaging ticks",
+    ),
+    "gossip_ticks": Key(1, "int", lo=1, help="pairwise: random edges averaged per round"),
+    "gossip_every": Key(1, "int", lo=1, help="gossip only every k rounds"),
 }
 
 
@@ -278,6 +338,8 @@ def _section_schema(section: str, name: str | None) -> dict[str, Key]:
         return dict(FAULT_KEYS)
     if section == "compression":
         return dict(COMPRESSION_KEYS)
+    if section == "cost":
+        return dict(COST_KEYS)
     common = {
         "topology": TOPOLOGY_KEYS,
         "data": {
@@ -377,6 +439,7 @@ def _check_combinations(cfg: dict[str, dict[str, Any]], raw: Mapping[str, Any]) 
         from .optim import check_optimizer
 
         check_optimizer(alg)
+    _check_network(cfg, spec)
     if not spec.uses_data:
         data_name = raw.get("data", {}).get("name")
         if data_name not in (None, "none"):
@@ -389,6 +452,67 @@ def _check_combinations(cfg: dict[str, dict[str, Any]], raw: Mapping[str, Any]) 
         raise ConfigError(
             f"data.name: got 'none', but algorithm {alg['name']!r} trains on data; "
             f"allowed: {', '.join(n for n in _names('data') if n != 'none')}"
+        )
+
+
+def _check_network(cfg: dict[str, dict[str, Any]], spec) -> None:
+    """Schedules, faults, asynchronous gossip and compression that cannot work together."""
+    topo, alg, faults, comp = cfg["topology"], cfg["algorithm"], cfg["faults"], cfg["compression"]
+    schedule = topo["schedule"]
+    graphs = topo["graphs"]
+    if schedule == "list":
+        if (
+            not isinstance(graphs, list)
+            or not graphs
+            or not all(isinstance(g, str) for g in graphs)
+        ):
+            raise ConfigError(
+                f"topology.graphs: got {graphs!r}, expected a non-empty list of builder names "
+                'or edge-list files (schedule = "list")'
+            )
+    elif graphs not in ([], None):
+        raise ConfigError(
+            f"topology.graphs: got {graphs!r}, but it is used only with schedule = 'list' "
+            f"(schedule is {schedule!r})"
+        )
+    lo, hi = (faults["straggler_work"] + [None, None])[:2]
+    if len(faults["straggler_work"]) != 2 or lo > hi:
+        raise ConfigError(
+            f"faults.straggler_work: got {faults['straggler_work']!r}, expected [a, b] "
+            "with 0 <= a <= b <= 1"
+        )
+    uses_inbox = spec.name in ("graph_mtl", "propagation")
+    pairwise = alg.get("gossip", "sync") == "pairwise"
+    if pairwise and schedule != "static":
+        raise ConfigError(
+            f"algorithm.gossip: got 'pairwise', which picks edges of the static graph; "
+            f"allowed with topology.schedule = 'static' only (got {schedule!r})"
+        )
+    if uses_inbox and schedule not in ("static", "random_matching"):
+        raise ConfigError(
+            f"topology.schedule: got {schedule!r}, but {spec.name!r} reads a fixed neighbour "
+            "table; allowed: 'static', 'random_matching'"
+        )
+    if uses_inbox and pairwise:
+        raise ConfigError(f"algorithm.gossip: got 'pairwise', not supported by {spec.name!r}")
+    if comp["name"] != "none" or comp["dtype"] != "float32":
+        if not spec.communicates:
+            raise ConfigError(
+                f"compression.name: got {comp['name']!r}, but algorithm {spec.name!r} sends "
+                "nothing; allowed: 'none'"
+            )
+        if uses_inbox or pairwise:
+            raise ConfigError(
+                f"compression.name: got {comp['name']!r}; compression works with synchronous "
+                f"gossip averaging (dsgd, dem, average), not with "
+                f"{'pairwise gossip' if pairwise else spec.name!r}"
+            )
+    if topo["mixing"] == "sample_weighted" and (
+        schedule != "static" or any(faults[k] for k in ("node_drop", "link_drop", "churn"))
+    ):
+        raise ConfigError(
+            "topology.mixing: 'sample_weighted' is a server's average; it cannot be combined "
+            "with time-varying schedules or faults"
         )
 
 

@@ -23,7 +23,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from .algorithms.base import Algorithm, Inbox, NodeData
+from .compress import compressor
 from .gossip import Mixing, Neighbours, consensus_distance, mix, neighbourhood
+from .netsim import (
+    Dynamics,
+    NetArrays,
+    NetState,
+    masked_neighbours,
+    pairwise_gossip,
+    round_network,
+    round_seconds,
+)
 
 
 def _masked_mean(values, count):
@@ -66,8 +76,9 @@ def _unbucket(parts, layout: Layout):
 class Engine:
     """Compiled programs for one algorithm: init, a chunk of rounds, evaluation."""
 
-    def __init__(self, alg: Algorithm):
+    def __init__(self, alg: Algorithm, dyn: Dynamics | None = None):
         self.alg = alg
+        self.dyn = dyn or Dynamics()
         self._compiled: dict[Any, Any] = {}
         self.compile_seconds = 0.0
         self.compilations = 0
@@ -81,12 +92,14 @@ class Engine:
         ]
         return _unbucket(parts, layout)
 
-    def _local_work(self, state, layout: Layout, keys, lr, inbox):
+    def _local_work(self, state, layout: Layout, keys, lr, inbox, budget=None):
         """Every node's local update, one vmap per bucket of equally padded nodes."""
         alg = self.alg
         states, losses = [], []
         for idx, d in zip(layout.ids, layout.data, strict=True):
             sub_inbox = None if inbox is None else _gather(inbox, idx)
+            if budget is not None and d is not None:
+                d = d._replace(budget=budget[idx])
             out, loss = jax.vmap(alg.local_update, in_axes=(0, 0, 0, None, 0))(
                 _gather(state, idx), d, keys[idx], lr, sub_inbox
             )
@@ -123,6 +136,118 @@ class Engine:
 
         (state, key), finite = jax.lax.scan(one_round, (state, key), lrs)
         return state, key, finite  # finite[t]: round t left every value finite
+
+    def _dyn_chunk_impl(
+        self, state, key, lrs, ts, layout, active, nbrs, arr: NetArrays, ns: NetState
+    ):
+        """Rounds with a network process (:mod:`p2p_fmtl.netsim`): the round's W, live
+        nodes, work budgets and compression are drawn inside the scan.  Also returns each
+        node's messages sent and the simulated seconds, summed over the chunk."""
+        alg, dyn = self.alg, self.dyn
+        n = jax.tree.leaves(state)[0].shape[0]
+        compress = None
+        if dyn.compressed:
+            compress = compressor(
+                dyn.compression, ratio=dyn.ratio, levels=dyn.levels, dtype=dyn.dtype
+            )
+        gamma = arr.rates[7]
+
+        def keep(mask):
+            def f(new, old):
+                return jnp.where(mask.reshape((n,) + (1,) * (new.ndim - 1)), new, old)
+
+            return f
+
+        def one_round(carry, xs):
+            state, key, ns, msgs_total, seconds = carry
+            lr, t = xs
+            key, sub = jax.random.split(key)
+            k_nodes, k_net, k_gossip = jax.random.split(sub, 3)
+            node_keys = jax.random.split(k_nodes, n)
+            rn = round_network(dyn, arr, t, k_net, ns.away_until, active)
+            alive = rn.alive
+            gossip_now = (t + 1) % dyn.every == 0
+            round_nbrs = None if nbrs is None else masked_neighbours(nbrs, arr, rn)
+            inbox = None
+            if alg.inbox == "before":
+                inbox = Inbox(neighbourhood(alg.shared(state), round_nbrs), round_nbrs.weights)
+            new, loss = self._local_work(state, layout, node_keys, lr, inbox, rn.budget)
+            state = jax.tree.map(keep(alive), new, state)  # dead nodes do nothing
+            msgs = jnp.zeros((n,), jnp.int32)
+            public = ns.public
+            if alg.combine is not None:
+                inbox = Inbox(neighbourhood(alg.shared(state), round_nbrs), round_nbrs.weights)
+                new = jax.vmap(alg.combine, in_axes=(0, 0, None))(state, inbox, lr)
+                state = jax.tree.map(keep(alive & gossip_now), new, state)
+                sent = jnp.sum(round_nbrs.weights > 0, axis=1).astype(jnp.int32)
+                msgs = jnp.where(gossip_now, sent, 0)
+            elif alg.communicates and alg.inbox == "none":
+                x = alg.shared(state)
+                if dyn.gossip == "pairwise":
+                    mixed, sent = pairwise_gossip(x, arr, rn, k_gossip, dyn.ticks)
+                elif compress is None:
+                    mixed, sent = mix(x, rn.mixing), rn.msgs
+                else:
+                    mixed, public, sent = self._compressed_gossip(
+                        x, public, rn, compress, jax.random.split(k_gossip, n), gamma
+                    )
+                    public = jax.tree.map(
+                        lambda a, b: jnp.where(gossip_now, a, b), public, ns.public
+                    )
+                state = jax.tree.map(
+                    lambda a, b: jnp.where(gossip_now, a, b),
+                    alg.replace_shared(state, mixed),
+                    state,
+                )
+                msgs = jnp.where(gossip_now, sent, 0)
+            if dyn.cost:
+                seconds = seconds + round_seconds(arr, rn, msgs)
+            finite = jnp.all(
+                jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(alg.shared(state))])
+            )
+            ns = NetState(rn.away_until, public)
+            carry = (state, key, ns, msgs_total + msgs, seconds)
+            return carry, finite & jnp.all(jnp.isfinite(loss))
+
+        init = (state, key, ns, jnp.zeros((n,), jnp.int32), jnp.zeros((), jnp.float32))
+        (state, key, ns, msgs, seconds), finite = jax.lax.scan(one_round, init, (lrs, ts))
+        return state, key, finite, ns, msgs, seconds
+
+    def _compressed_gossip(self, x, public, rn, compress, keys, gamma):
+        """One gossip step with compressed messages (CHOCO, plain, or DeepSqueeze)."""
+        dyn, n = self.dyn, rn.alive.shape[0]
+
+        def on_alive(a):
+            return a * rn.alive.reshape((n,) + (1,) * (a.ndim - 1)).astype(a.dtype)
+
+        if dyn.method == "choco":
+            q = jax.tree.map(on_alive, compress(jax.tree.map(jnp.subtract, x, public), keys))
+            public = jax.tree.map(jnp.add, public, q)
+            mixed_pub = mix(public, rn.mixing)
+            new = jax.tree.map(lambda a, m, p: a + gamma * (m - p), x, mixed_pub, public)
+            return new, public, rn.msgs
+        if dyn.error_feedback:  # DeepSqueeze: error-compensated compressed gossip
+            v = jax.tree.map(jnp.add, x, public)
+            q = compress(v, keys)
+            err = jax.tree.map(
+                lambda a, b, e: jnp.where(self._alive(rn, a), a - b, e), v, q, public
+            )
+            mixed = mix(q, rn.mixing)
+            new = jax.tree.map(lambda a, m, b: a + gamma * (m - b), x, mixed, q)
+            return new, err, rn.msgs
+        q = compress(x, keys)  # plain: neighbours' compressed models, one's own exact
+        mixed = mix(q, rn.mixing)
+        sw = rn.self_weight
+
+        def fix(m, a, b):
+            return m + sw.reshape((n,) + (1,) * (a.ndim - 1)) * (a - b)
+
+        return jax.tree.map(fix, mixed, x, q), public, rn.msgs
+
+    @staticmethod
+    def _alive(rn, a):
+        n = rn.alive.shape[0]
+        return rn.alive.reshape((n,) + (1,) * (a.ndim - 1))
 
     def _eval_impl(self, state, layout: Layout, active, borrow: Mixing | None):
         """Per-node test score and train loss, consensus distance over active nodes, and,
@@ -190,6 +315,15 @@ class Engine:
         lrs = jnp.asarray(lrs)
         args = (state, key, lrs, mixing, layout, active, nbrs)
         return self._call("chunk", self._chunk_impl, *args)
+
+    def run_dynamic_rounds(self, state, key, lrs, t0, layout, active, nbrs, arr, ns):
+        """Run rounds ``t0 .. t0 + len(lrs) − 1`` with the network process; return the new
+        state, key, finite flags, network state, messages sent per node and simulated
+        seconds (both summed over these rounds)."""
+        lrs = jnp.asarray(lrs)
+        ts = jnp.arange(len(lrs), dtype=jnp.int32) + jnp.asarray(t0, jnp.int32)
+        args = (state, key, lrs, ts, layout, active, nbrs, arr, ns)
+        return self._call("dyn_chunk", self._dyn_chunk_impl, *args)
 
     def evaluate(self, state, layout, active, borrow=None) -> dict[str, np.ndarray]:
         out = self._call("eval", self._eval_impl, state, layout, active, borrow)

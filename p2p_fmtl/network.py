@@ -254,3 +254,133 @@ def neighbour_table(n: int, i: np.ndarray, j: np.ndarray, weights: np.ndarray):
     index[i, slot] = j
     w[i, slot] = weights
     return index, w
+
+
+# --------------------------------------------------------------------------- network process
+def schedule_graphs(cfg, n: int) -> list[nx.Graph]:
+    """The graphs of ``topology.schedule = "list"``: builder names or edge-list files."""
+    from pathlib import Path
+
+    topo = cfg["topology"]
+    out = []
+    for entry in topo["graphs"]:
+        if entry in topologies.BUILDERS and entry != "edgelist":
+            try:
+                G = topologies.build(entry, n, seed=topo["seed"])
+            except (topologies.TopologyError, TypeError, ValueError) as e:
+                raise ConfigError(f"topology.graphs: {entry!r}: {e}") from None
+        elif Path(entry).is_file():
+            try:
+                G = topologies.build("edgelist", n, path=entry)
+            except topologies.TopologyError as e:
+                raise ConfigError(f"topology.graphs: {entry!r}: {e}") from None
+        else:
+            raise ConfigError(
+                f"topology.graphs: got {entry!r}, expected a builder name "
+                f"({', '.join(topologies.BUILDERS)}) or an existing edge-list file"
+            )
+        if G.number_of_nodes() != n:
+            raise ConfigError(
+                f"topology.graphs: {entry!r} has {G.number_of_nodes()} nodes, expected {n}"
+            )
+        out.append(nx.convert_node_labels_to_integers(G, ordering="sorted"))
+    return out
+
+
+RESAMPLE_LIMIT = 4096  # nodes: the resample schedule draws over all n(n-1)/2 pairs
+
+
+def build_process(cfg, net: Network, work_samples: np.ndarray, msg_bytes: int, dense: bool):
+    """The static :class:`~p2p_fmtl.netsim.Dynamics` and numpy arrays of the run's network
+    process (schedules, faults, stragglers, compression, cost model)."""
+    from .netsim import Dynamics, all_pairs, candidate_edges, undirected
+
+    topo, alg, faults, comp, cost = (
+        cfg[s] for s in ("topology", "algorithm", "faults", "compression", "cost")
+    )
+    n, schedule = net.n, topo["schedule"]
+    train = ~net.holdout
+    period = 1
+    if schedule == "list":
+        sets = []
+        for G in schedule_graphs(cfg, n):
+            try:
+                s, r, w = topologies.mixing_edges(G, rule=topo["mixing"])
+            except topologies.TopologyError as e:
+                raise UserError(f"topology.graphs: {e}") from None
+            u, v, w = undirected(s, r, w)
+            keep = train[u] & train[v]
+            sets.append((u[keep], v[keep], w[keep]))
+        period = len(sets)
+    elif schedule == "resample":
+        if n > RESAMPLE_LIMIT:
+            raise ConfigError(
+                f"topology.schedule: 'resample' draws over all node pairs; got topology.n = "
+                f"{n}, allowed up to {RESAMPLE_LIMIT}"
+            )
+        u, v, w = all_pairs(n)
+        keep = train[u] & train[v]
+        sets = [(u[keep], v[keep], w[keep])]
+    elif schedule == "one_peer_exponential":
+        sets = [(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))]
+        period = max(int(np.ceil(np.log2(max(n, 2)))), 1)
+    else:
+        sets = [undirected(*net.mixing)]
+    u, v, valid, weights = candidate_edges(sets, n)
+    resample_p = topo["resample_p"]
+    if schedule == "resample" and resample_p == 0:
+        m = int(train.sum())
+        resample_p = (len(net.src) / 2) / max(m * (m - 1) / 2, 1)
+    lo, hi = faults["straggler_work"]
+    dyn = Dynamics(
+        schedule=schedule,
+        reweight=faults["reweight"],
+        node_drop=faults["node_drop"] > 0,
+        link_drop=faults["link_drop"] > 0,
+        churn=faults["churn"] > 0,
+        straggler=faults["straggler"] > 0,
+        gossip=alg.get("gossip", "sync"),
+        ticks=alg.get("gossip_ticks", 1),
+        every=alg.get("gossip_every", 1),
+        dense=dense,
+        compression=comp["name"],
+        method=comp["method"],
+        error_feedback=comp["error_feedback"],
+        ratio=comp["ratio"],
+        levels=comp["levels"],
+        dtype=comp["dtype"],
+        cost=cost["enabled"],
+        period=period,
+    )
+    rates = np.array(
+        [
+            faults["node_drop"],
+            faults["link_drop"],
+            faults["churn"],
+            faults["straggler"],
+            lo,
+            hi,
+            resample_p,
+            comp["gamma"],
+        ],
+        np.float32,
+    )
+    arrays = dict(
+        u=u,
+        v=v,
+        valid=valid,
+        weights=weights,
+        rates=rates,
+        churn_rounds=np.int32(faults["churn_rounds"]),
+        samples=np.asarray(work_samples, np.float32),
+        cost=np.array(
+            [
+                cost["compute_s_per_sample"],
+                cost["bandwidth_bytes_per_s"],
+                cost["latency_s"],
+                msg_bytes,
+            ],
+            np.float32,
+        ),
+    )
+    return dyn, arrays

@@ -22,15 +22,18 @@ from tqdm.auto import tqdm
 import topologies
 
 from .algorithms import ALGORITHMS, Context, NodeData
+from .compress import tree_message_bytes
 from .config import Config, load_config
 from .data import FederatedDataset, PackedData, load_dataset, pack
 from .engine import Engine, Layout
 from .errors import ConfigError, DivergenceError, UserError
 from .gossip import Neighbours, make_mixing, num_values
 from .models import build_model
+from .netsim import Dynamics, NetArrays, NetState, edge_ids, effective_gap
 from .network import (
     borrow_edges,
     build_network,
+    build_process,
     holdout_mask,
     neighbour_table,
     relation_weights,
@@ -58,12 +61,12 @@ def build_graph(cfg: Config):
         raise UserError(str(e)) from None
 
 
-def _engine_for(cfg: Config, shapes: list, build) -> Engine:
+def _engine_for(cfg: Config, shapes: list, build, dyn: Dynamics) -> Engine:
     """The cached engine for this computation (so equal computations share compiled code)."""
     alg = {k: v for k, v in cfg["algorithm"].items() if k not in _DATA_FREE_KEYS}
-    key = json.dumps([alg, cfg["model"], shapes], sort_keys=True)
+    key = json.dumps([alg, cfg["model"], shapes, list(dyn)], sort_keys=True)
     if key not in _ENGINES:
-        _ENGINES[key] = Engine(build())
+        _ENGINES[key] = Engine(build(), dyn)
     return _ENGINES[key]
 
 
@@ -132,11 +135,23 @@ class Simulation:
             None if self.packed is None else list(self.packed.feature_shape),
             None if work is None else work.rng_size,
         ]
+        self.gossip_operator, self.mixing = make_mixing(*net.mixing, n, topo_cfg["operator"])
+        samples = np.zeros(n)
+        if work is not None and self.packed is not None:
+            per = (
+                work.epochs * self.packed.n_train
+                if work.epochs
+                else np.minimum(work.steps * work.batch_size, 10**12)
+            )
+            samples = per * alg_cfg.get("components", 1)
+        dyn, self._net_arrays = build_process(
+            cfg, net, samples, 0, dense=self.gossip_operator == "dense"
+        )
+        self.dyn = dyn
         self.engine = _engine_for(
-            cfg, shapes, lambda: spec.build(Context(model, task, optimizer, work, alg_cfg))
+            cfg, shapes, lambda: spec.build(Context(model, task, optimizer, work, alg_cfg)), dyn
         )
         alg = self.alg = self.engine.alg
-        self.gossip_operator, self.mixing = make_mixing(*net.mixing, n, topo_cfg["operator"])
         self.gossip_nnz = int(len(net.mixing.weights)) if alg.communicates else 0
         self.borrow = None
         if holdout.any():
@@ -172,12 +187,63 @@ class Simulation:
         self.train_seconds = 0.0
         self.diverged_at: int | None = None  # first round that left a non-finite value
 
-        # the byte ledger: each round every node sends its shared state to each neighbour
-        self.shared_values = num_values(alg.shared(self.state))
-        msg_bytes = self.shared_values * BYTES_PER_VALUE if alg.communicates else 0
-        self.bytes_per_round = net.degree * msg_bytes
+        # the byte ledger: messages each node sent (counted on device by the network
+        # process, or degree per round on the plain path) × the encoded message size
+        shared = alg.shared(self.state)
+        self.shared_values = num_values(shared)
+        comp = cfg["compression"]
+        self.msg_bytes = 0
+        if alg.communicates:
+            self.msg_bytes = tree_message_bytes(
+                shared,
+                comp["name"],
+                ratio=comp["ratio"],
+                levels=comp["levels"],
+                dtype=comp["dtype"],
+            )
+        self.msgs_sent = np.zeros(n, dtype=np.int64)
+        self.sim_time = 0.0
+        self.net_state = None
+        if not dyn.trivial:
+            self._net_arrays["cost"][3] = self.msg_bytes
+            self._prepare_process(net, shared)
         self.history: list[dict[str, Any]] = []
         self.last_eval: dict[str, np.ndarray] = {}
+
+    def _prepare_process(self, net, shared) -> None:
+        """Device arrays and initial state of the network process."""
+        arr = self._net_arrays
+        nbr_edge = None
+        if self.nbrs is not None:
+            ids = edge_ids(arr["u"], arr["v"], net.n, net.src, net.dst)
+            index, _ = neighbour_table(net.n, net.src, net.dst, ids.astype(np.float64))
+            table = np.zeros(index.shape, np.int64)
+            counts = np.bincount(net.src, minlength=net.n)
+            starts = np.cumsum(counts) - counts
+            table[net.src, np.arange(len(net.src)) - starts[net.src]] = ids
+            nbr_edge = jnp.asarray(table, jnp.int32)
+        self.net_arrays = NetArrays(
+            u=jnp.asarray(arr["u"], jnp.int32),
+            v=jnp.asarray(arr["v"], jnp.int32),
+            valid=jnp.asarray(arr["valid"]),
+            weights=jnp.asarray(arr["weights"], jnp.float32),
+            rates=jnp.asarray(arr["rates"]),
+            churn_rounds=jnp.asarray(arr["churn_rounds"], jnp.int32),
+            nbr_edge=nbr_edge,
+            samples=jnp.asarray(arr["samples"], jnp.float32),
+            cost=jnp.asarray(arr["cost"], jnp.float32),
+        )
+        dyn = self.dyn
+        public = None
+        if dyn.compressed and (dyn.method == "choco" or dyn.error_feedback):
+            public = jax.tree.map(jnp.zeros_like, shared)
+        self.net_state = NetState(jnp.zeros((net.n,), jnp.int32), public)
+
+    def effective_spectral_gap(self, samples: int = 200) -> float | None:
+        """The schedule's effective gap (:func:`p2p_fmtl.netsim.effective_gap`)."""
+        if self.dyn.trivial:
+            return self.network.spectral_gap
+        return effective_gap(self.dyn, self.net_arrays, self.active, samples)
 
     # ------------------------------------------------------------------ devices
     def _shard_arrays(self, init_keys):
@@ -240,15 +306,34 @@ class Simulation:
             return 0.0
         c0 = self.engine.compile_seconds
         t0 = time.perf_counter()
-        self.state, self.key, finite = self.engine.run_rounds(
-            self.state,
-            self.key,
-            self._lrs(self.round, rounds),
-            self.mixing,
-            self.layout,
-            self.active,
-            self.nbrs,
-        )
+        if self.dyn.trivial:
+            self.state, self.key, finite = self.engine.run_rounds(
+                self.state,
+                self.key,
+                self._lrs(self.round, rounds),
+                self.mixing,
+                self.layout,
+                self.active,
+                self.nbrs,
+            )
+            if self.alg.communicates:
+                self.msgs_sent += self.network.degree * rounds
+        else:
+            self.state, self.key, finite, self.net_state, msgs, secs = (
+                self.engine.run_dynamic_rounds(
+                    self.state,
+                    self.key,
+                    self._lrs(self.round, rounds),
+                    self.round,
+                    self.layout,
+                    self.active,
+                    self.nbrs,
+                    self.net_arrays,
+                    self.net_state,
+                )
+            )
+            self.msgs_sent += np.asarray(msgs, np.int64)
+            self.sim_time += float(secs)
         jax.block_until_ready(self.state)
         seconds = time.perf_counter() - t0 - (self.engine.compile_seconds - c0)
         finite = np.asarray(finite)
@@ -282,7 +367,9 @@ class Simulation:
             tl, nt = ev["train_loss"][seen], packed.n_train[seen]
             row["train_loss"] = float(np.sum(tl * nt) / max(nt.sum(), 1))
         row["consensus_distance"] = float(ev["consensus_distance"])
-        row["bytes_total"] = int(self.setup_bytes.sum() + self.bytes_per_round.sum() * t)
+        row["bytes_total"] = int(self.setup_bytes.sum() + self.msgs_sent.sum() * self.msg_bytes)
+        if self.dyn.cost:
+            row["sim_time_s"] = round(self.sim_time, 6)
         if self.spec.trains:
             row["lr"] = float(self._lrs(max(t - 1, 0), 1)[0])
         row["wall_s"] = round(time.perf_counter() - self.t_start, 4)
@@ -292,14 +379,16 @@ class Simulation:
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self, path: Path) -> None:
         """Write state, PRNG key, round and history to ``path`` atomically (temp + rename)."""
-        leaves = jax.tree.leaves(self.state)
+        leaves = jax.tree.leaves((self.state, self.net_state))
         arrays = {f"leaf{i}": np.asarray(x) for i, x in enumerate(leaves)}
         arrays["key"] = np.asarray(self.key)
+        arrays["msgs_sent"] = self.msgs_sent
         meta = {
             "round": self.round,
             "history": self.history,
             "train_seconds": self.train_seconds,
             "diverged_at": self.diverged_at,
+            "sim_time": self.sim_time,
             "config": self.cfg.to_toml(),
             "leaves": len(leaves),
         }
@@ -317,6 +406,7 @@ class Simulation:
                 meta = json.loads(bytes(z["meta"]).decode())
                 stored = [z[f"leaf{i}"] for i in range(meta["leaves"])]
                 key = z["key"]
+                msgs_sent = z["msgs_sent"]
         except Exception as e:  # zip, pickle-free npz, json or key errors alike
             raise UserError(
                 f"{path}: unreadable checkpoint ({type(e).__name__}); delete it to start over"
@@ -326,7 +416,7 @@ class Simulation:
                 f"{path}: the checkpoint was written for a different config; run without "
                 "--resume (or delete it) to start over"
             )
-        leaves, treedef = jax.tree.flatten(self.state)
+        leaves, treedef = jax.tree.flatten((self.state, self.net_state))
         if len(stored) != len(leaves) or any(
             a.shape != np.shape(b) for a, b in zip(stored, leaves, strict=True)
         ):
@@ -335,10 +425,22 @@ class Simulation:
             jax.device_put(a.astype(b.dtype), getattr(b, "sharding", None))
             for a, b in zip(stored, leaves, strict=True)
         ]
-        self.state = jax.tree.unflatten(treedef, placed)
+        self.state, self.net_state = jax.tree.unflatten(treedef, placed)
+        self.msgs_sent = msgs_sent.astype(np.int64)
+        self.sim_time = meta["sim_time"]
         self.key = jax.device_put(jnp.asarray(key), getattr(self.key, "sharding", None))
         self.round, self.history = meta["round"], meta["history"]
         self.train_seconds, self.diverged_at = meta["train_seconds"], meta["diverged_at"]
+
+    def _effective_gap(self):
+        if self.dyn.trivial:
+            return self.network.spectral_gap
+        if not hasattr(self, "_eff_gap"):
+            try:
+                self._eff_gap = self.effective_spectral_gap()
+            except Exception:  # pragma: no cover - a report, never a failure
+                self._eff_gap = None
+        return self._eff_gap
 
     # ------------------------------------------------------------------ results
     def result(self) -> RunResult:
@@ -352,8 +454,12 @@ class Simulation:
                 row[f"test_{metric}"] = float(score)
                 row["train_loss"] = float(ev["train_loss"][i])
                 row["holdout"] = int(self.holdout[i])
-            sent = self.setup_bytes[i] + self.bytes_per_round[i] * self.round
-            row.update(degree=int(self.network.degree[i]), bytes_sent=int(sent))
+            sent = self.setup_bytes[i] + self.msgs_sent[i] * self.msg_bytes
+            row.update(
+                degree=int(self.network.degree[i]),
+                messages_sent=int(self.msgs_sent[i]),
+                bytes_sent=int(sent),
+            )
             nodes.append(row)
         final = self.history[-1]
         cfg = self.cfg
@@ -366,6 +472,9 @@ class Simulation:
             "seed": cfg["run"]["seed"],
             **{k: v for k, v in final.items() if k not in ("round", "lr", "wall_s")},
             "spectral_gap": self.network.spectral_gap,
+            "schedule": cfg["topology"]["schedule"],
+            "effective_spectral_gap": self._effective_gap(),
+            "message_bytes": self.msg_bytes,
             "holdout_nodes": np.flatnonzero(self.holdout).tolist(),
             "gossip_operator": self.gossip_operator,
             "padding_fraction": self.padding_fraction,

@@ -82,10 +82,14 @@ def local_sgd(
     per_sample_loss: Callable[[Any, jax.Array, jax.Array], jax.Array],
     optimizer: optax.GradientTransformation,
     work: LocalWork,
+    budget: jax.Array | None = None,
 ):
     """Run one round of local work; return ``(params, opt_state, mean batch loss)``.
 
     ``per_sample_loss(params, xb, yb) -> (B,)``.  ``weights`` is ``(S,)`` or ``None``.
+    ``budget`` (a straggler's fraction f of its work this round): only the first
+    ``ceil(f · steps)`` of the node's real steps are taken, the rest are skipped like
+    empty batches.
     """
     size = x.shape[0]
     b = min(work.batch_size, size)
@@ -109,26 +113,37 @@ def local_sgd(
         carry = (jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_opt, opt_state))
         return carry, (loss, nonempty)
 
+    per_epoch = jnp.maximum(-(-count // b), 1)
+    total = work.epochs * per_epoch if work.epochs > 0 else work.steps
+    limit = total if budget is None else jnp.ceil(budget * total)
+
     if work.epochs > 0:
         n_batches = -(-size // b)
         pos = jnp.arange(n_batches * b).reshape(n_batches, b)
 
-        def epoch(carry, ekey):
+        def epoch(carry, xs):
+            ekey, e = xs
             order = _epoch_order(ekey, count, size, work.rng_size)
             idx = order[jnp.minimum(pos, size - 1)]
             valid = (pos < count).astype(jnp.float32)
+            if budget is not None:  # a straggler stops after `limit` real steps
+                ordinal = e * per_epoch + jnp.arange(n_batches)
+                valid = valid * (ordinal < limit)[:, None]
             return jax.lax.scan(step, carry, (idx, valid))
 
         keys = jax.random.split(key, work.epochs)
-        (params, opt_state), (losses, used) = jax.lax.scan(epoch, (params, opt_state), keys)
+        xs = (keys, jnp.arange(work.epochs))
+        (params, opt_state), (losses, used) = jax.lax.scan(epoch, (params, opt_state), xs)
     else:
-        per_epoch = jnp.maximum(-(-count // b), 1)
 
         def batch_at(k):
             e, j = k // per_epoch, k % per_epoch
             order = _epoch_order(jax.random.fold_in(key, e), count, size, work.rng_size)
             p = j * b + jnp.arange(b)
-            return order[jnp.minimum(p, size - 1)], (p < count).astype(jnp.float32)
+            valid = (p < count).astype(jnp.float32)
+            if budget is not None:
+                valid = valid * (k < limit)
+            return order[jnp.minimum(p, size - 1)], valid
 
         batches = jax.vmap(batch_at)(jnp.arange(work.steps))
         (params, opt_state), (losses, used) = jax.lax.scan(step, (params, opt_state), batches)
@@ -152,4 +167,5 @@ def train_on_node(
         per_sample_loss=per_sample_loss,
         optimizer=optimizer,
         work=work,
+        budget=getattr(data, "budget", None),
     )

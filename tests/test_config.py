@@ -40,7 +40,7 @@ def test_builder_keys_come_from_the_builder():
         ({"topology": {"mixing": "metropolis_hastings"}}, r"topology\.mixing: unknown"),
         ({"topology": {"name": "rign"}}, r"did you mean 'ring'"),
         ({"algorithm": {"name": "average"}, "data": {"name": "fedem_synthetic"}}, r"uses no data"),
-        ({"faults": {"node_drop": 0.1}}, r"faults\.node_drop"),
+        ({"faults": {"node_drop": 1.5}}, r"faults\.node_drop"),
         ({"model": {"loss": "hinge"}}, r"model\.loss: unknown 'hinge'"),
     ],
 )

@@ -14,6 +14,9 @@ KEYS = {
         "mixing",
         "seed",
         "operator",
+        "schedule",
+        "graphs",
+        "resample_p",
         "p",
         "k",
         "d",
@@ -66,8 +69,9 @@ KEYS = {
         "dim",
         "init",
     ],
-    "faults": ["node_drop", "link_drop", "straggler"],
-    "compression": ["name"],
+    "faults": ["node_drop", "link_drop", "straggler", "straggler_work", "churn", "reweight"],
+    "compression": ["name", "ratio", "levels", "method", "gamma", "dtype"],
+    "cost": ["enabled", "latency_s"],
 }
 NAMES = [
     "ring",
@@ -92,6 +96,10 @@ NAMES = [
     "multistep",
     "cosine",
     "none",
+    "top_k",
+    "qsgd",
+    "random_matching",
+    "one_peer_exponential",
 ]
 
 scalars = st.one_of(

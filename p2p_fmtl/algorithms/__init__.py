@@ -19,10 +19,12 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
 
 def algorithm_keys(name: str) -> dict[str, Any]:
     """Config keys of ``[algorithm]`` for the named algorithm (beyond ``name``)."""
-    from ..config import OPTIMIZER_KEYS
+    from ..config import GOSSIP_KEYS, OPTIMIZER_KEYS
 
     spec = ALGORITHMS[name]
     keys = dict(OPTIMIZER_KEYS) if spec.trains else {}
+    if spec.communicates:
+        keys.update(GOSSIP_KEYS)
     keys.update(spec.keys)
     return keys
 

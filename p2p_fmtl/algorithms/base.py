@@ -43,6 +43,7 @@ class NodeData(NamedTuple):
     y_test: Any
     n_test: Any
     size_fraction: Any  # n_train / max over nodes of n_train
+    budget: Any = None  # fraction of its local work the node does this round (stragglers)
 
 
 class Inbox(NamedTuple):
@@ -90,5 +91,6 @@ class AlgorithmSpec:
     build: Callable[[Context], Algorithm]
     trains: bool = True
     uses_data: bool = True
+    communicates: bool = True
     keys: dict[str, Any] = field(default_factory=dict)
     doc: str = ""

@@ -14,4 +14,4 @@ def build(ctx: Context) -> Algorithm:
     return sgd_algorithm(ctx, "local", communicates=False)
 
 
-SPEC = AlgorithmSpec("local", build, doc=__doc__.splitlines()[0])
+SPEC = AlgorithmSpec("local", build, communicates=False, doc=__doc__.splitlines()[0])

@@ -13,7 +13,12 @@ from typing import Any
 from ..errors import ConfigError, unknown_name
 from .base import FederatedDataset, NodeDataset
 from .clustered_linear import clustered_linear
+from .dialects import dialects
+from .digits import digits
 from .fedem_synthetic import fedem_synthetic
+from .leaf import leaf
+from .mnist1d import mnist1d
+from .multitask import digits_multitask
 from .npz import npz
 from .packing import PackedData, pack
 
@@ -21,6 +26,11 @@ DATASETS: dict[str, Callable[..., FederatedDataset] | None] = {
     "fedem_synthetic": fedem_synthetic,
     "clustered_linear": clustered_linear,
     "npz": npz,
+    "digits": digits,
+    "mnist1d": mnist1d,
+    "leaf": leaf,
+    "dialects": dialects,
+    "digits_multitask": digits_multitask,
     "none": None,  # algorithms that use no data (average)
 }
 
@@ -54,9 +64,25 @@ def load_dataset(cfg: dict[str, Any], n_nodes: int) -> FederatedDataset:
 
 
 def validate_dataset(ds: FederatedDataset, where: str = "data") -> None:
-    """Refuse data no training can use: one line naming the node and the problem."""
+    """Refuse data no training can use: one line naming the node and the problem.
+
+    Per task kind: ``binary`` / ``multiclass`` labels in ``0..num_classes-1``;
+    ``regression`` finite float labels; ``lm`` label tokens ``(n, T)`` (and integer input
+    tokens) in ``0..num_classes-1``; ``multitask`` labels ``(n, 2)`` = (target, head id)
+    with a valid head id (``info["heads"]``) and, for a classification head, an integer
+    target within that head's classes.
+    """
     import numpy as np
 
+    heads = ds.info.get("heads") if ds.task == "multitask" else None
+    if ds.task == "multitask":
+        if not heads:
+            raise ConfigError(f"{where}: a multitask dataset needs info['heads']")
+        width = sum(int(h["classes"]) for h in heads)
+        if width != ds.num_classes:
+            raise ConfigError(
+                f"{where}: num_classes is {ds.num_classes} but the heads' outputs add up to {width}"
+            )
     for i, nd in enumerate(ds.nodes):
         if nd.n_train == 0:
             raise ConfigError(f"{where}: node {i} has no training samples")
@@ -64,14 +90,71 @@ def validate_dataset(ds: FederatedDataset, where: str = "data") -> None:
             a = getattr(nd, part)
             if a.size and np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
                 raise ConfigError(f"{where}: node {i} has NaN or infinite values in {part}")
-        if ds.task != "regression":
-            for part in ("y_train", "y_test"):
-                y = getattr(nd, part)
-                if y.size and (y.min() < 0 or y.max() >= ds.num_classes):
+        for part in ("train", "test"):
+            x, y = getattr(nd, f"x_{part}"), getattr(nd, f"y_{part}")
+            if y.shape[:1] != x.shape[:1]:
+                raise ConfigError(
+                    f"{where}: node {i} has {x.shape[0]} rows in x_{part} but {y.shape[0]} "
+                    f"in y_{part}"
+                )
+        if ds.task == "regression":
+            continue
+        if ds.task == "multitask":
+            _check_multitask(nd, i, heads, where)
+            continue
+        for part in ("y_train", "y_test"):
+            y = getattr(nd, part)
+            if ds.task == "lm" and y.ndim != 2:
+                raise ConfigError(
+                    f"{where}: node {i} has {part} of shape {y.shape}, expected (samples, "
+                    "tokens) for a language-model task"
+                )
+            if y.size and (y.min() < 0 or y.max() >= ds.num_classes):
+                raise ConfigError(
+                    f"{where}: node {i} has {part} labels in [{y.min()}, {y.max()}], "
+                    f"outside the model's classes 0..{ds.num_classes - 1}"
+                )
+        if ds.task == "lm":
+            for part in ("x_train", "x_test"):
+                x = getattr(nd, part)
+                if not np.issubdtype(x.dtype, np.integer):
+                    continue
+                if x.size and (x.min() < 0 or x.max() >= ds.num_classes):
                     raise ConfigError(
-                        f"{where}: node {i} has {part} labels in [{y.min()}, {y.max()}], "
-                        f"outside the model's classes 0..{ds.num_classes - 1}"
+                        f"{where}: node {i} has {part} tokens in [{x.min()}, {x.max()}], "
+                        f"outside the vocabulary 0..{ds.num_classes - 1}"
                     )
+
+
+def _check_multitask(nd: NodeDataset, i: int, heads: list, where: str) -> None:
+    import numpy as np
+
+    for part in ("y_train", "y_test"):
+        y = getattr(nd, part)
+        if y.ndim != 2 or y.shape[1] != 2:
+            raise ConfigError(
+                f"{where}: node {i} has {part} of shape {y.shape}, expected (samples, 2) = "
+                "(target, head id) for a multitask dataset"
+            )
+        if not y.size:
+            continue
+        head = y[:, 1]
+        if np.any(head != np.round(head)) or head.min() < 0 or head.max() >= len(heads):
+            raise ConfigError(
+                f"{where}: node {i} has {part} head ids in [{head.min()}, {head.max()}], "
+                f"expected integers 0..{len(heads) - 1}"
+            )
+        for h in np.unique(head).astype(int):
+            spec = heads[h]
+            if spec.get("kind") == "regression":
+                continue
+            t = y[head == h, 0]
+            classes = int(spec["classes"])
+            if np.any(t != np.round(t)) or t.min() < 0 or t.max() >= classes:
+                raise ConfigError(
+                    f"{where}: node {i} has {part} targets in [{t.min()}, {t.max()}] for head "
+                    f"{spec.get('name', h)!r}, expected integer classes 0..{classes - 1}"
+                )
 
 
 __all__ = [

@@ -31,8 +31,8 @@ class Bucket(NamedTuple):
     """Nodes ``nodes`` (ids, increasing) and their padded arrays."""
 
     nodes: np.ndarray  # (N_b,) int
-    x_train: np.ndarray  # (N_b, S_b, *feature_shape)
-    y_train: np.ndarray  # (N_b, S_b)
+    x_train: np.ndarray  # (N_b, S_b, *feature_shape): float32, int32 for token features
+    y_train: np.ndarray  # (N_b, S_b, *label_shape): () most tasks, (T,) lm, (2,) multitask
     n_train: np.ndarray  # (N_b,) int32
     x_test: np.ndarray  # (N_b, T_b, *feature_shape)
     y_test: np.ndarray  # (N_b, T_b)
@@ -144,7 +144,10 @@ def pack(
     for ``rounds`` rounds (:func:`choose_buckets`); ``"none"`` — one bucket.
     """
     nodes = ds.nodes
-    y_dtype = np.float32 if ds.task == "regression" else np.int32
+    # labels: float32 for regression and multitask (target, head id), int32 class or token
+    # ids otherwise; features: float32, or int32 when they are integer tokens (lm, text)
+    y_dtype = np.float32 if ds.task in ("regression", "multitask") else np.int32
+    x_dtype = np.int32 if np.issubdtype(nodes[0].x_train.dtype, np.integer) else np.float32
     n_train = np.array([nd.n_train for nd in nodes], dtype=np.int32)
     n_test = np.array([nd.n_test for nd in nodes], dtype=np.int32)
     frac = (n_train / max(int(n_train.max()), 1)).astype(np.float32)
@@ -161,10 +164,10 @@ def pack(
         buckets.append(
             Bucket(
                 nodes=ids,
-                x_train=_stack([nodes[i].x_train for i in ids], s, np.float32),
+                x_train=_stack([nodes[i].x_train for i in ids], s, x_dtype),
                 y_train=_stack([nodes[i].y_train for i in ids], s, y_dtype),
                 n_train=n_train[ids],
-                x_test=_stack([nodes[i].x_test for i in ids], t, np.float32),
+                x_test=_stack([nodes[i].x_test for i in ids], t, x_dtype),
                 y_test=_stack([nodes[i].y_test for i in ids], t, y_dtype),
                 n_test=n_test[ids],
                 size_fraction=frac[ids],

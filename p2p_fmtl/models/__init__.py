@@ -2,7 +2,12 @@
 
 ``init(key) -> params`` and ``apply(params, x) -> outputs`` for ONE node's batch
 ``x`` of shape ``(batch, *feature_shape)``; the engine vmaps them over nodes.
-Any Flax or Equinox model can be wrapped into the same pair.
+Any Flax (linen / nnx) or Equinox model is wrapped into the same pair by
+``model.name = "flax"`` / ``"equinox"`` (:mod:`.adapters`).
+
+``linear`` and ``mlp`` on flattened inputs; ``cnn`` 1-D / 2-D convolutions
+(MNIST-1D, 8x8 digits); ``tiny_lm`` a small causal transformer LM with LoRA adapters
+(params ``{"base", "lora"}``, use with the ``"lm"`` task).
 """
 
 from __future__ import annotations
@@ -12,8 +17,11 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ..errors import unknown_name
+from .adapters import equinox_model, flax_model
+from .cnn import cnn
 from .linear import linear
 from .mlp import mlp
+from .tiny_lm import tiny_lm
 
 
 class Model(NamedTuple):
@@ -23,7 +31,14 @@ class Model(NamedTuple):
     apply: Callable[[Any, Any], Any]
 
 
-MODELS: dict[str, Callable[..., Model]] = {"linear": linear, "mlp": mlp}
+MODELS: dict[str, Callable[..., Model]] = {
+    "linear": linear,
+    "mlp": mlp,
+    "cnn": cnn,
+    "tiny_lm": tiny_lm,
+    "flax": flax_model,
+    "equinox": equinox_model,
+}
 
 
 def model_params(name: str) -> dict[str, Any]:
