@@ -204,6 +204,12 @@ def borrow_edges(net: Network) -> Edges:
 
 def data_statistics(ds) -> np.ndarray:
     """s_i = X_iᵀ (y_i − ȳ_i) / n_i per node (one-hot labels for classification): (N, F)."""
+    if ds.task not in ("binary", "multiclass", "regression"):
+        raise ConfigError(
+            f"algorithm.relation: got 'similarity', which compares per-node label "
+            f"statistics; not defined for {ds.task!r} data; allowed: 'uniform', 'graph', "
+            "'learned'"
+        )
     stats = []
     classes = ds.num_classes if ds.task != "regression" else 0
     for nd in ds.nodes:

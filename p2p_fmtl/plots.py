@@ -229,8 +229,9 @@ def _colours(k: int) -> list:
 
 
 def _metric(runs: list[Run], table: str = "metrics") -> str:
-    """``"acc"`` if any run has test accuracy, else ``"mse"`` if any has test MSE."""
-    for m in ("acc", "mse"):
+    """``"acc"`` if any run has test accuracy, else ``"mse"`` (test MSE), else ``"loss"``
+    (language models' test loss)."""
+    for m in ("acc", "mse", "loss"):
         if any(r.column(f"test_{m}", table) is not None for r in runs):
             return m
     raise UserError(
@@ -257,7 +258,7 @@ def _legend(ax, n_entries: int, **kw) -> None:
 
 
 def _metric_name(metric: str) -> str:
-    return "test accuracy" if metric == "acc" else "test MSE"
+    return {"acc": "test accuracy", "mse": "test MSE", "loss": "test loss"}[metric]
 
 
 def _title_name(metric: str) -> str:
@@ -457,7 +458,7 @@ def _topology(runs: list[Run], notes: list[str]):
     total = len(runs)
     shown = runs[:MAX_TOPOLOGY_PANELS]
     metric = None
-    for m in ("acc", "mse"):
+    for m in ("acc", "mse", "loss"):
         if any(r.column(f"test_{m}", "nodes") is not None for r in shown):
             metric = m
             break

@@ -117,10 +117,18 @@ class Simulation:
                 rounds=run_cfg["rounds"],
                 copies=alg_cfg.get("components", 1),
             )
-            task = make_task(ds.task, ds.num_classes, cfg["model"]["loss"])
+            task = make_task(
+                ds.task, ds.num_classes, cfg["model"]["loss"], heads=ds.info.get("heads")
+            )
             model = build_model(cfg["model"], ds.feature_shape, task.out_dim)
             holdout = holdout_mask(cfg["data"]["holdout_nodes"], n, run_cfg["seed"])
         if spec.trains:
+            if cfg["model"].get("freeze_base") and alg_cfg["weight_decay"] > 0:
+                raise ConfigError(
+                    f"algorithm.weight_decay: got {alg_cfg['weight_decay']}, but "
+                    "model.freeze_base = true and decoupled weight decay would still shrink "
+                    "the frozen base; allowed: 0"
+                )
             optimizer = make_optimizer(alg_cfg)
             rng_size = int(self.packed.n_train.max()) if self.packed is not None else 0
             work = LocalWork.from_config(alg_cfg, rng_size=rng_size)
@@ -131,7 +139,14 @@ class Simulation:
         n_train = None if self.packed is None else self.packed.n_train
         net = self.network = build_network(G, topo_cfg["mixing"], holdout, n_train)
         shapes = [
-            None if task is None else [task.kind, task.loss_name, task.num_classes],
+            None
+            if task is None
+            else [
+                task.kind,
+                task.loss_name,
+                task.num_classes,
+                [[h["kind"], h["width"]] for h in task.heads],
+            ],
             None if self.packed is None else list(self.packed.feature_shape),
             None if work is None else work.rng_size,
         ]
@@ -359,8 +374,10 @@ class Simulation:
             row[f"test_{metric}"] = float(np.sum(score * n_test) / max(n_test.sum(), 1))
             if metric == "acc":
                 row["test_acc_p10"] = float(np.percentile(score, 10))
-            else:
-                row["test_mse_p90"] = float(np.percentile(score, 90))
+            elif metric in ("mse", "loss"):  # lower is better: the worst decile
+                row[f"test_{metric}_p90"] = float(np.percentile(score, 90))
+            else:  # multitask: one column per head, over the nodes doing that task
+                row.update(self._per_head(ev["test_score"], seen))
             if "unseen_score" in ev:
                 us, un = ev["unseen_score"][self.holdout], packed.n_test[self.holdout]
                 row[f"test_{metric}_unseen"] = float(np.sum(us * un) / max(un.sum(), 1))
@@ -375,6 +392,26 @@ class Simulation:
         row["wall_s"] = round(time.perf_counter() - self.t_start, 4)
         self.history.append(row)
         return row
+
+    def node_tasks(self) -> np.ndarray | None:
+        """Head index of each node (multitask data), else ``None``."""
+        if self.task is None or not self.task.heads:
+            return None
+        return np.asarray(self.dataset.info["node_task"], int)
+
+    def head_metric(self, h: int) -> str:
+        head = self.task.heads[h]
+        return f"{head['name']}_{'mse' if head['kind'] == 'regression' else 'acc'}"
+
+    def _per_head(self, score: np.ndarray, seen: np.ndarray) -> dict[str, float]:
+        """``test_<head>_acc`` / ``test_<head>_mse``: test-size weighted over its nodes."""
+        tasks, out = self.node_tasks(), {}
+        for h in range(len(self.task.heads)):
+            m = seen & (tasks == h)
+            if m.any():
+                nt = self.packed.n_test[m]
+                out[f"test_{self.head_metric(h)}"] = float(np.sum(score[m] * nt) / max(nt.sum(), 1))
+        return out
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self, path: Path) -> None:
@@ -452,6 +489,10 @@ class Simulation:
                 row.update(n_train=int(self.packed.n_train[i]), n_test=int(self.packed.n_test[i]))
                 score = ev["unseen_score" if self.holdout[i] else "test_score"][i]
                 row[f"test_{metric}"] = float(score)
+                tasks = self.node_tasks()
+                if tasks is not None:
+                    row["task"] = self.task.heads[tasks[i]]["name"]
+                    row["task_metric"] = self.head_metric(tasks[i]).rsplit("_", 1)[1]
                 row["train_loss"] = float(ev["train_loss"][i])
                 row["holdout"] = int(self.holdout[i])
             sent = self.setup_bytes[i] + self.msgs_sent[i] * self.msg_bytes

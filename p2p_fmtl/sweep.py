@@ -93,8 +93,11 @@ NAMED_SECTIONS = ("topology", "data", "model", "algorithm")
 FINAL_METRICS = (
     "test_acc",
     "test_mse",
+    "test_loss",
+    "test_score",
     "test_acc_p10",
     "test_mse_p90",
+    "test_loss_p90",
     "test_acc_unseen",
     "test_mse_unseen",
     "train_loss",
