@@ -84,6 +84,10 @@ class Engine:
         self.compilations = 0
         self.last_cost: dict[str, Any] = {}
 
+    def _message(self, state):
+        alg = self.alg
+        return (alg.message or alg.shared)(state)
+
     # ---------------------------------------------------------------- programs
     def _init_impl(self, keys, layout: Layout):
         parts = [
@@ -120,11 +124,11 @@ class Engine:
             node_keys = jax.random.split(sub, n)
             inbox = None
             if alg.inbox == "before":
-                inbox = Inbox(neighbourhood(alg.shared(state), nbrs), nbrs.weights)
+                inbox = Inbox(neighbourhood(self._message(state), nbrs), nbrs.weights)
             new, loss = self._local_work(state, layout, node_keys, lr, inbox)
             state = jax.tree.map(keep_inactive, new, state)  # held-out nodes never train
             if alg.combine is not None:
-                inbox = Inbox(neighbourhood(alg.shared(state), nbrs), nbrs.weights)
+                inbox = Inbox(neighbourhood(self._message(state), nbrs), nbrs.weights)
                 new = jax.vmap(alg.combine, in_axes=(0, 0, None))(state, inbox, lr)
                 state = jax.tree.map(keep_inactive, new, state)
             elif alg.communicates and alg.inbox == "none":  # plain gossip averaging
@@ -162,21 +166,21 @@ class Engine:
             state, key, ns, msgs_total, seconds = carry
             lr, t = xs
             key, sub = jax.random.split(key)
-            k_nodes, k_net, k_gossip = jax.random.split(sub, 3)
-            node_keys = jax.random.split(k_nodes, n)
+            node_keys = jax.random.split(sub, n)  # as on the plain path: same local work
+            k_net, k_gossip = jax.random.split(jax.random.fold_in(sub, 0x6E6574))
             rn = round_network(dyn, arr, t, k_net, ns.away_until, active)
             alive = rn.alive
             gossip_now = (t + 1) % dyn.every == 0
             round_nbrs = None if nbrs is None else masked_neighbours(nbrs, arr, rn)
             inbox = None
             if alg.inbox == "before":
-                inbox = Inbox(neighbourhood(alg.shared(state), round_nbrs), round_nbrs.weights)
+                inbox = Inbox(neighbourhood(self._message(state), round_nbrs), round_nbrs.weights)
             new, loss = self._local_work(state, layout, node_keys, lr, inbox, rn.budget)
             state = jax.tree.map(keep(alive), new, state)  # dead nodes do nothing
             msgs = jnp.zeros((n,), jnp.int32)
             public = ns.public
             if alg.combine is not None:
-                inbox = Inbox(neighbourhood(alg.shared(state), round_nbrs), round_nbrs.weights)
+                inbox = Inbox(neighbourhood(self._message(state), round_nbrs), round_nbrs.weights)
                 new = jax.vmap(alg.combine, in_axes=(0, 0, None))(state, inbox, lr)
                 state = jax.tree.map(keep(alive & gossip_now), new, state)
                 sent = jnp.sum(round_nbrs.weights > 0, axis=1).astype(jnp.int32)

@@ -175,6 +175,8 @@ class Simulation:
         self.nbrs = None
         self.setup_bytes = np.zeros(n, dtype=np.int64)
         relation = alg_cfg.get("relation")
+        if relation is None and alg_cfg.get("aggregation") == "decoupled":
+            relation = "graph"  # D-SGD's decoupled mixing uses the gossip weights W_ij
         if alg.inbox != "none" or alg.combine is not None:
             a = relation_weights(relation or "uniform", net, self.dataset)
             index, weights = neighbour_table(n, net.src, net.dst, a)

@@ -14,7 +14,9 @@ An algorithm never knows how it is executed.  It describes ONE node:
 * ``score(state, x, y)`` / ``loss(state, x, y)``   per-sample test score and loss,
 * ``adapt(state, data) -> state`` (optional)   how a node that never trained fits its
   personal part once it has borrowed its neighbours' shared part (D-EM: π only),
-* ``extras(state) -> dict`` (optional)   per-node arrays saved beside the parameters.
+* ``extras(state) -> dict`` (optional)   per-node arrays saved beside the parameters,
+* ``message(state) -> tree`` (optional)   what neighbours read in their :class:`Inbox`
+  when it differs from ``shared`` (decoupled aggregation sends w̃, not w).
 
 The engine vmaps these over the node axis, scans them over rounds, and applies the
 gossip operator to ``shared(state)`` of all nodes at once.
@@ -81,6 +83,7 @@ class Algorithm(NamedTuple):
     inbox: str = "none"  # "none" | "before": read neighbours' models before local work
     combine: Callable | None = None
     params: Callable | None = None  # full model parameters to save (default: shared)
+    message: Callable | None = None  # what neighbours read in an Inbox (default: shared)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ changing topology and local updates" (ICML 2020).  Per round, at node i::
 With the complete graph and W = 11ᵀ/N this is FedAvg with full participation.
 Optimizer state (momentum buffers) stays on the node.  With ``shared`` = a list of
 parameter paths only those are gossiped (a shared trunk with personal heads, as in
-FedPer / FedRep); the rest stays local.
+FedPer / FedRep); the rest stays local.  ``aggregation = "decoupled"`` sends each
+node's update restricted to its top-ρ coordinates, rescaled (:mod:`p2p_fmtl.aggregation`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import NamedTuple
 
 import jax
 
+from ..aggregation import AGGREGATIONS, decouple, mix_with_inbox
 from ..config import Key
 from ..sharing import check_shared, merge, select
 from ..training import train_on_node
@@ -28,19 +30,23 @@ from .base import Algorithm, AlgorithmSpec, Context
 class SGDState(NamedTuple):
     params: object
     opt_state: object
+    sent: object = None  # decoupled aggregation: the model w̃ neighbours receive
 
 
 def sgd_algorithm(ctx: Context, name: str, communicates: bool) -> Algorithm:
     model, task, optimizer = ctx.model, ctx.task, ctx.optimizer
     spec = ctx.config.get("shared", "all")
     check_shared(spec, jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+    decoupled = communicates and ctx.config.get("aggregation", "average") == "decoupled"
+    rho = ctx.config.get("rho", 0.1)
 
     def per_sample_loss(params, x, y):
         return task.loss(model.apply(params, x), y)
 
     def init(key, data):
         params = model.init(key)
-        return SGDState(params, optimizer.init(params))
+        sent = select(params, spec) if decoupled else None
+        return SGDState(params, optimizer.init(params), sent)
 
     def local_update(state, data, key, lr, inbox=None):
         params, opt_state, loss = train_on_node(
@@ -53,7 +59,15 @@ def sgd_algorithm(ctx: Context, name: str, communicates: bool) -> Algorithm:
             optimizer=optimizer,
             work=ctx.work,
         )
-        return SGDState(params, opt_state), loss
+        sent = None
+        if decoupled:
+            sent = decouple(select(state.params, spec), select(params, spec), rho)
+        return SGDState(params, opt_state, sent), loss
+
+    def combine(state, inbox, lr):
+        """Decoupled aggregation: mix one's own model with neighbours' w̃ (W_ij weights)."""
+        mixed = mix_with_inbox(select(state.params, spec), inbox)
+        return state._replace(params=merge(state.params, spec, mixed))
 
     def score(state, x, y):
         return task.score(model.apply(state.params, x), y)
@@ -68,6 +82,8 @@ def sgd_algorithm(ctx: Context, name: str, communicates: bool) -> Algorithm:
         score=score,
         loss=lambda s, x, y: per_sample_loss(s.params, x, y),
         communicates=communicates,
+        combine=combine if decoupled else None,
+        message=(lambda s: s.sent) if decoupled else None,
     )
 
 
@@ -78,6 +94,15 @@ def build(ctx: Context) -> Algorithm:
 SPEC = AlgorithmSpec(
     "dsgd",
     build,
-    keys={"shared": Key("all", "any", help='"all" or a list of parameter paths to gossip')},
+    keys={
+        "shared": Key("all", "any", help='"all" or a list of parameter paths to gossip'),
+        "aggregation": Key(
+            "average",
+            "str",
+            choices=AGGREGATIONS,
+            help="plain gossip averaging, or decoupled (our reading of FedDEA)",
+        ),
+        "rho": Key(0.1, "float", lo=0.0, hi=1.0, lo_open=True, help="decoupled: top fraction"),
+    },
     doc=__doc__.splitlines()[0],
 )

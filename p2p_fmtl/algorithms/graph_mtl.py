@@ -55,6 +55,7 @@ from jax.flatten_util import ravel_pytree
 
 from ..config import Key
 from ..sharing import check_shared, merge, select
+from ..aggregation import AGGREGATIONS, decouple
 from ..training import train_on_node
 from .base import Algorithm, AlgorithmSpec, Context
 
@@ -62,6 +63,7 @@ from .base import Algorithm, AlgorithmSpec, Context
 class GraphMTLState(NamedTuple):
     params: object
     opt_state: object
+    sent: object = None  # decoupled aggregation: the model w̃ neighbours receive
 
 
 def squared_distance(tree, nbr_tree):
@@ -94,6 +96,7 @@ def build(ctx: Context) -> Algorithm:
     model, task, optimizer, work = ctx.model, ctx.task, ctx.optimizer, ctx.work
     cfg = ctx.config
     lam, order, relation, spec = cfg["lam"], cfg["order"], cfg["relation"], cfg["shared"]
+    decoupled = cfg.get("aggregation", "average") == "decoupled"
     check_shared(spec, jax.eval_shape(model.init, jax.random.PRNGKey(0)))
 
     def per_sample_loss(params, x, y):
@@ -107,7 +110,14 @@ def build(ctx: Context) -> Algorithm:
 
     def init(key, data):
         params = model.init(key)
-        return GraphMTLState(params, optimizer.init(params))
+        sent = select(params, spec) if decoupled else None
+        return GraphMTLState(params, optimizer.init(params), sent)
+
+    def finish(state, params, opt_state):
+        sent = None
+        if decoupled:
+            sent = decouple(select(state.params, spec), select(params, spec), cfg["rho"])
+        return GraphMTLState(params, opt_state, sent)
 
     def train(state, data, key, lr, loss_fn):
         params, opt_state, loss = train_on_node(
@@ -125,7 +135,7 @@ def build(ctx: Context) -> Algorithm:
     def local_update(state, data, key, lr, inbox=None):
         if order == "local_then_laplacian":
             params, opt_state, loss = train(state, data, key, lr, per_sample_loss)
-            return GraphMTLState(params, opt_state), loss
+            return finish(state, params, opt_state), loss
         a = weights_of(state.params, inbox)
 
         def regularized(params, x, y):
@@ -135,7 +145,7 @@ def build(ctx: Context) -> Algorithm:
             return per_sample_loss(params, x, y) + reg
 
         params, opt_state, loss = train(state, data, key, lr, regularized)
-        return GraphMTLState(params, opt_state), loss
+        return finish(state, params, opt_state), loss
 
     def combine(state, inbox, lr):
         """The Laplacian step of ``local_then_laplacian``: w ← w − η λ Σ_k a_k (w − w_k)."""
@@ -146,7 +156,7 @@ def build(ctx: Context) -> Algorithm:
             own,
             inbox.models,
         )
-        return GraphMTLState(merge(state.params, spec, stepped), state.opt_state)
+        return state._replace(params=merge(state.params, spec, stepped))
 
     return Algorithm(
         name="graph_mtl",
@@ -159,6 +169,7 @@ def build(ctx: Context) -> Algorithm:
         inbox="before" if order == "joint" else "none",
         combine=combine if order == "local_then_laplacian" else None,
         params=lambda s: s.params,
+        message=(lambda s: s.sent) if decoupled else None,
     )
 
 
@@ -172,6 +183,13 @@ SPEC = AlgorithmSpec(
         "relation": Key("uniform", "str", choices=RELATIONS, help="where a_ij comes from"),
         "order": Key("joint", "str", choices=("joint", "local_then_laplacian")),
         "shared": Key("all", "any", help='"all" or a list of parameter paths'),
+        "aggregation": Key(
+            "average",
+            "str",
+            choices=AGGREGATIONS,
+            help="neighbours' models as sent, or decoupled (our reading of FedDEA)",
+        ),
+        "rho": Key(0.1, "float", lo=0.0, hi=1.0, lo_open=True, help="decoupled: top fraction"),
     },
     doc=__doc__.splitlines()[0],
 )
