@@ -53,9 +53,9 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from ..aggregation import AGGREGATIONS, decouple
 from ..config import Key
 from ..sharing import check_shared, merge, select
-from ..aggregation import AGGREGATIONS, decouple
 from ..training import train_on_node
 from .base import Algorithm, AlgorithmSpec, Context
 
