@@ -156,6 +156,9 @@ RUN_KEYS = {
     "rounds": Key(100, "int", lo=0, help="communication rounds"),
     "eval_every": Key(10, "int", lo=1, help="evaluate every this many rounds"),
     "devices": Key(1, "int", lo=1, help="shard the node axis over this many devices"),
+    "node_chunk": Key(
+        0, "int", lo=0, help="local work on chunks of this many nodes in turn (0: all at once)"
+    ),
 }
 
 TOPOLOGY_KEYS = {

@@ -76,9 +76,10 @@ def _unbucket(parts, layout: Layout):
 class Engine:
     """Compiled programs for one algorithm: init, a chunk of rounds, evaluation."""
 
-    def __init__(self, alg: Algorithm, dyn: Dynamics | None = None):
+    def __init__(self, alg: Algorithm, dyn: Dynamics | None = None, node_chunk: int = 0):
         self.alg = alg
         self.dyn = dyn or Dynamics()
+        self.node_chunk = node_chunk
         self._compiled: dict[Any, Any] = {}
         self.compile_seconds = 0.0
         self.compilations = 0
@@ -104,9 +105,18 @@ class Engine:
             sub_inbox = None if inbox is None else _gather(inbox, idx)
             if budget is not None and d is not None:
                 d = d._replace(budget=budget[idx])
-            out, loss = jax.vmap(alg.local_update, in_axes=(0, 0, 0, None, 0))(
-                _gather(state, idx), d, keys[idx], lr, sub_inbox
-            )
+            args = (_gather(state, idx), d, keys[idx], sub_inbox)
+            if self.node_chunk and idx.shape[0] > self.node_chunk:
+                # chunks of nodes one after the other, so a chunk's batches stay in cache
+                out, loss = jax.lax.map(
+                    lambda a: alg.local_update(a[0], a[1], a[2], lr, a[3]),
+                    args,
+                    batch_size=self.node_chunk,
+                )
+            else:
+                out, loss = jax.vmap(alg.local_update, in_axes=(0, 0, 0, None, 0))(
+                    args[0], args[1], args[2], lr, args[3]
+                )
             states.append(out)
             losses.append(loss)
         return _unbucket(states, layout), _unbucket(losses, layout)

@@ -64,9 +64,10 @@ def build_graph(cfg: Config):
 def _engine_for(cfg: Config, shapes: list, build, dyn: Dynamics) -> Engine:
     """The cached engine for this computation (so equal computations share compiled code)."""
     alg = {k: v for k, v in cfg["algorithm"].items() if k not in _DATA_FREE_KEYS}
-    key = json.dumps([alg, cfg["model"], shapes, list(dyn)], sort_keys=True)
+    chunk = cfg["run"]["node_chunk"]
+    key = json.dumps([alg, cfg["model"], shapes, list(dyn), chunk], sort_keys=True)
     if key not in _ENGINES:
-        _ENGINES[key] = Engine(build(), dyn)
+        _ENGINES[key] = Engine(build(), dyn, chunk)
     return _ENGINES[key]
 
 

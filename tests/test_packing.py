@@ -57,6 +57,8 @@ def test_bucketed_and_unbucketed_runs_give_the_same_numbers():
     np.testing.assert_allclose(bucketed.params["w"], flat.params["w"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(bucketed.params["pi"], flat.params["pi"], rtol=1e-5, atol=1e-6)
     assert bucketed.summary["test_acc"] == pytest.approx(flat.summary["test_acc"], abs=1e-6)
+    chunked = run(load_config(base, overrides={"data.bucketing": "full", "run.node_chunk": 3}))
+    np.testing.assert_allclose(chunked.params["w"], flat.params["w"], rtol=1e-5, atol=1e-6)
 
 
 def test_no_recompilation_when_graph_weights_or_seed_change():
