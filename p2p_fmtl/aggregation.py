@@ -28,8 +28,6 @@ import jax.numpy as jnp
 
 from .compress import keep_count
 
-AGGREGATIONS = ("average", "decoupled")
-
 
 def decouple(old, new, rho: float):
     """``w̃ = w_old + s · (m ⊙ Δ)`` for every leaf of one node's parameters."""

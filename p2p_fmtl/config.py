@@ -264,6 +264,16 @@ COST_KEYS = {
     "latency_s": Key(0.01, "float", lo=0.0, help="per-message latency"),
 }
 
+AGGREGATION_KEYS = {  # dsgd and graph_mtl (p2p_fmtl/aggregation.py)
+    "aggregation": Key(
+        "average",
+        "str",
+        choices=("average", "decoupled"),
+        help="neighbours' models as sent, or decoupled (our reading of FedDEA)",
+    ),
+    "rho": Key(0.1, "float", lo=0.0, hi=1.0, lo_open=True, help="decoupled: top fraction"),
+}
+
 GOSSIP_KEYS = {
     "gossip": Key(
         "sync",

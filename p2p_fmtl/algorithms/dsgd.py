@@ -20,8 +20,8 @@ from typing import NamedTuple
 
 import jax
 
-from ..aggregation import AGGREGATIONS, decouple, mix_with_inbox
-from ..config import Key
+from ..aggregation import decouple, mix_with_inbox
+from ..config import AGGREGATION_KEYS, Key
 from ..sharing import check_shared, merge, select
 from ..training import train_on_node
 from .base import Algorithm, AlgorithmSpec, Context
@@ -96,13 +96,7 @@ SPEC = AlgorithmSpec(
     build,
     keys={
         "shared": Key("all", "any", help='"all" or a list of parameter paths to gossip'),
-        "aggregation": Key(
-            "average",
-            "str",
-            choices=AGGREGATIONS,
-            help="plain gossip averaging, or decoupled (our reading of FedDEA)",
-        ),
-        "rho": Key(0.1, "float", lo=0.0, hi=1.0, lo_open=True, help="decoupled: top fraction"),
+        **AGGREGATION_KEYS,
     },
     doc=__doc__.splitlines()[0],
 )

@@ -53,8 +53,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from ..aggregation import AGGREGATIONS, decouple
-from ..config import Key
+from ..aggregation import decouple
+from ..config import AGGREGATION_KEYS, Key
 from ..sharing import check_shared, merge, select
 from ..training import train_on_node
 from .base import Algorithm, AlgorithmSpec, Context
@@ -183,13 +183,7 @@ SPEC = AlgorithmSpec(
         "relation": Key("uniform", "str", choices=RELATIONS, help="where a_ij comes from"),
         "order": Key("joint", "str", choices=("joint", "local_then_laplacian")),
         "shared": Key("all", "any", help='"all" or a list of parameter paths'),
-        "aggregation": Key(
-            "average",
-            "str",
-            choices=AGGREGATIONS,
-            help="neighbours' models as sent, or decoupled (our reading of FedDEA)",
-        ),
-        "rho": Key(0.1, "float", lo=0.0, hi=1.0, lo_open=True, help="decoupled: top fraction"),
+        **AGGREGATION_KEYS,
     },
     doc=__doc__.splitlines()[0],
 )
