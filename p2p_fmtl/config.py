@@ -157,7 +157,17 @@ RUN_KEYS = {
     "eval_every": Key(10, "int", lo=1, help="evaluate every this many rounds"),
     "devices": Key(1, "int", lo=1, help="shard the node axis over this many devices"),
     "node_chunk": Key(
-        0, "int", lo=0, help="local work on chunks of this many nodes in turn (0: all at once)"
+        0,
+        "int",
+        lo=0,
+        help="local work on chunks of this many nodes in turn (0: sized by run.chunk_kib)",
+    ),
+    "chunk_kib": Key(
+        2048,
+        "int",
+        lo=0,
+        help="CPU: cut large buckets into chunks of nodes holding about this many KiB of "
+        "training data, run in turn so they stay in cache (0: all nodes at once)",
     ),
 }
 

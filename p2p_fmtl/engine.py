@@ -15,8 +15,10 @@ graph's weights or the learning rate reuses the compiled program.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,17 +51,31 @@ def _signature(tree) -> tuple:
     )
 
 
-class Layout(NamedTuple):
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["ids", "data", "inverse"],
+    meta_fields=["chunks", "devices"],
+)
+@dataclasses.dataclass(frozen=True)
+class Layout:
     """How node data are laid out: buckets of nodes, each with its own padded arrays.
 
-    ``ids[b]`` are the nodes of bucket b, ``data[b]`` their :class:`NodeData` (``None``
-    for algorithms without data), ``inverse`` the permutation that puts the concatenated
-    buckets back in node order.  All arrays: data of the compiled programs.
+    ``ids[b]`` are the nodes of bucket b (``-1`` for dummy nodes that only pad chunks),
+    ``data[b]`` their :class:`NodeData` (``None`` for algorithms without data),
+    ``inverse`` the position of every node in the concatenated buckets.  All arrays:
+    data of the compiled programs.  ``chunks[b]`` (static) is the number of nodes per
+    chunk and device with which bucket b's local work runs (0: all at once), on
+    ``devices`` devices; see :func:`_chunked`.
     """
 
     ids: tuple
     data: tuple
     inverse: jax.Array
+    chunks: tuple = ()
+    devices: int = 1
+
+    def chunk(self, b: int) -> int:
+        return self.chunks[b] if b < len(self.chunks) else 0
 
 
 def _gather(tree, idx):
@@ -67,19 +83,52 @@ def _gather(tree, idx):
 
 
 def _unbucket(parts, layout: Layout):
-    """Concatenate per-bucket results and restore node order."""
+    """Concatenate per-bucket results and restore node order (dummy nodes dropped)."""
     if len(parts) == 1:
         return jax.tree.map(lambda x: x[layout.inverse], parts[0])
     return jax.tree.map(lambda *xs: jnp.concatenate(xs)[layout.inverse], *parts)
 
 
+def _chunked(fn, args, devices: int, chunk: int):
+    """``fn`` (vmapped over a leading node axis) applied to ``args`` chunk by chunk.
+
+    The leading axis of every leaf of ``args`` has ``devices · k · chunk`` nodes, laid
+    out device-major (a device's nodes are contiguous, as the node axis is sharded).  A
+    ``lax.scan`` over the k chunks hands ``fn`` the ``devices · chunk`` nodes of chunk j
+    (chunk j of every device: with several devices each computes its own part), and the
+    results are put back in the original order.  On a CPU this keeps the per-step
+    working set (minibatches, activations) of a chunk in cache.
+    """
+    n = jax.tree.leaves(args)[0].shape[0]
+    k = n // (devices * chunk)
+
+    def view(x):
+        return x.reshape((devices, k, chunk) + x.shape[1:])
+
+    views = jax.tree.map(view, args)
+
+    def body(carry, j):
+        def part(v):
+            v = jax.lax.dynamic_index_in_dim(v, j, axis=1, keepdims=False)
+            return v.reshape((devices * chunk,) + v.shape[2:])
+
+        return carry, fn(jax.tree.map(part, views))
+
+    _, out = jax.lax.scan(body, None, jnp.arange(k))
+
+    def back(y):  # (k, devices · chunk, ...) -> (devices · k · chunk, ...)
+        y = y.reshape((k, devices, chunk) + y.shape[2:])
+        return jnp.swapaxes(y, 0, 1).reshape((n,) + y.shape[3:])
+
+    return jax.tree.map(back, out)
+
+
 class Engine:
     """Compiled programs for one algorithm: init, a chunk of rounds, evaluation."""
 
-    def __init__(self, alg: Algorithm, dyn: Dynamics | None = None, node_chunk: int = 0):
+    def __init__(self, alg: Algorithm, dyn: Dynamics | None = None):
         self.alg = alg
         self.dyn = dyn or Dynamics()
-        self.node_chunk = node_chunk
         self._compiled: dict[Any, Any] = {}
         self.compile_seconds = 0.0
         self.compilations = 0
@@ -98,25 +147,25 @@ class Engine:
         return _unbucket(parts, layout)
 
     def _local_work(self, state, layout: Layout, keys, lr, inbox, budget=None):
-        """Every node's local update, one vmap per bucket of equally padded nodes."""
+        """Every node's local update, one vmap per bucket of equally padded nodes (chunk
+        by chunk for buckets with chunks)."""
         alg = self.alg
+
+        def update(a):
+            return jax.vmap(alg.local_update, in_axes=(0, 0, 0, None, 0))(
+                a[0], a[1], a[2], lr, a[3]
+            )
+
         states, losses = [], []
-        for idx, d in zip(layout.ids, layout.data, strict=True):
+        for b, (idx, d) in enumerate(zip(layout.ids, layout.data, strict=True)):
             sub_inbox = None if inbox is None else _gather(inbox, idx)
             if budget is not None and d is not None:
                 d = d._replace(budget=budget[idx])
             args = (_gather(state, idx), d, keys[idx], sub_inbox)
-            if self.node_chunk and idx.shape[0] > self.node_chunk:
-                # chunks of nodes one after the other, so a chunk's batches stay in cache
-                out, loss = jax.lax.map(
-                    lambda a: alg.local_update(a[0], a[1], a[2], lr, a[3]),
-                    args,
-                    batch_size=self.node_chunk,
-                )
+            if layout.chunk(b):
+                out, loss = _chunked(update, args, layout.devices, layout.chunk(b))
             else:
-                out, loss = jax.vmap(alg.local_update, in_axes=(0, 0, 0, None, 0))(
-                    args[0], args[1], args[2], lr, args[3]
-                )
+                out, loss = update(args)
             states.append(out)
             losses.append(loss)
         return _unbucket(states, layout), _unbucket(losses, layout)

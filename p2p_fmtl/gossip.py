@@ -3,8 +3,12 @@
 ``X ← W X`` for each leaf ``X`` of shape ``(N, ...)``, as either
 
 * **dense**:  one matrix product ``W @ X`` (cost N²·P; best for small or dense graphs),
-* **sparse**: an edge list ``(senders, receivers, weights)`` including self-loops and
-  ``segment_sum(weights · X[senders], receivers)`` (cost E·P; for large sparse graphs).
+* **sparse**: a neighbour table: row i lists the K senders of node i (itself included,
+  padded with zero-weight self entries) and their weights, and
+  ``X_i ← Σ_k w_ik X[s_ik]`` is one gather-multiply-reduce that XLA fuses, so the
+  ``(N·K, ...)`` messages are never written to memory (cost N·K·P; for large sparse
+  graphs).  An edge list ``(senders, receivers, weights)`` with ``segment_sum`` is the
+  general form (the network process builds those per round).
 
 The weights are *data* passed to the compiled round, never compile-time constants,
 so changing the graph (same N and edge count) or its weights does not recompile.
@@ -24,9 +28,9 @@ class Mixing(NamedTuple):
     """Arrays of a mixing operator (a pytree: pass it to jitted code as data)."""
 
     dense: jax.Array | None  # (N, N) or None
-    senders: jax.Array | None  # (E,)
-    receivers: jax.Array | None  # (E,)
-    weights: jax.Array | None  # (E,)
+    senders: jax.Array | None  # (E,) edge list, or (N, K) neighbour table
+    receivers: jax.Array | None  # (E,) edge list, or None for a neighbour table
+    weights: jax.Array | None  # (E,) or (N, K)
 
 
 def choose_operator(n: int, nnz: int, operator: str = "auto") -> str:
@@ -38,8 +42,8 @@ def choose_operator(n: int, nnz: int, operator: str = "auto") -> str:
 def make_mixing(senders, receivers, weights, n: int, operator: str = "auto"):
     """The operator ``x_r ← Σ_e w_e x_{s_e}`` for an edge list (self-loops included).
 
-    Dense: the N×N matrix.  Sparse: the edge list padded with zero-weight entries to
-    ``N · K`` edges, K the largest in-degree rounded up to a power of two, so graphs of
+    Dense: the N×N matrix.  Sparse: an ``(N, K)`` neighbour table (senders and weights
+    per receiver), K the largest in-degree rounded up to a power of two, so graphs of
     the same size and degree bound share array shapes (and compiled programs).
     Returns ``(kind, Mixing)``.
     """
@@ -48,15 +52,18 @@ def make_mixing(senders, receivers, weights, n: int, operator: str = "auto"):
         W = np.zeros((n, n), np.float32)
         np.add.at(W, (np.asarray(receivers), np.asarray(senders)), np.asarray(weights))
         return kind, Mixing(jnp.asarray(W), None, None, None)
-    indeg = np.bincount(np.asarray(receivers), minlength=n).max() if len(weights) else 1
-    k = 1 << max(int(indeg) - 1, 0).bit_length()
-    pad = n * k - len(weights)
-    s = np.concatenate([senders, np.zeros(pad, np.int64)])
-    r = np.concatenate([receivers, np.zeros(pad, np.int64)])
-    w = np.concatenate([weights, np.zeros(pad)])
-    return kind, Mixing(
-        None, jnp.asarray(s, jnp.int32), jnp.asarray(r, jnp.int32), jnp.asarray(w, jnp.float32)
-    )
+    receivers = np.asarray(receivers, np.int64)
+    senders = np.asarray(senders, np.int64)
+    indeg = np.bincount(receivers, minlength=n)
+    k = 1 << max(int(indeg.max()) - 1, 0).bit_length() if len(weights) else 1
+    order = np.lexsort((senders, receivers))
+    starts = np.cumsum(indeg) - indeg
+    slot = np.arange(len(order)) - starts[receivers[order]]
+    table = np.repeat(np.arange(n)[:, None], k, axis=1)  # padding: the node itself ...
+    w = np.zeros((n, k), np.float32)  # ... with weight 0
+    table[receivers[order], slot] = senders[order]
+    w[receivers[order], slot] = np.asarray(weights)[order]
+    return kind, Mixing(None, jnp.asarray(table, jnp.int32), None, jnp.asarray(w))
 
 
 def mix(tree, op: Mixing):
@@ -65,11 +72,21 @@ def mix(tree, op: Mixing):
         W = op.dense
         return jax.tree.map(lambda x: jnp.tensordot(W, x, axes=1).astype(x.dtype), tree)
 
+    def table(x):
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        out = 0.0
+        for k in range(op.senders.shape[1]):  # K terms, fused into one elementwise loop
+            out = out + op.weights[:, k].reshape(shape) * x[op.senders[:, k]]
+        return out.astype(x.dtype)
+
     def sparse(x):
         n = x.shape[0]
         w = op.weights.reshape((-1,) + (1,) * (x.ndim - 1))
         msgs = w * x[op.senders]
         return jax.ops.segment_sum(msgs, op.receivers, num_segments=n).astype(x.dtype)
+
+    if op.receivers is None:
+        return jax.tree.map(table, tree)
 
     return jax.tree.map(sparse, tree)
 

@@ -7,6 +7,7 @@ and other drivers use :class:`Simulation` directly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -64,20 +65,47 @@ def build_graph(cfg: Config):
 def _engine_for(cfg: Config, shapes: list, build, dyn: Dynamics) -> Engine:
     """The cached engine for this computation (so equal computations share compiled code)."""
     alg = {k: v for k, v in cfg["algorithm"].items() if k not in _DATA_FREE_KEYS}
-    chunk = cfg["run"]["node_chunk"]
-    key = json.dumps([alg, cfg["model"], shapes, list(dyn), chunk], sort_keys=True)
+    key = json.dumps([alg, cfg["model"], shapes, list(dyn)], sort_keys=True)
     if key not in _ENGINES:
-        _ENGINES[key] = Engine(build(), dyn, chunk)
+        _ENGINES[key] = Engine(build(), dyn)
     return _ENGINES[key]
 
 
-def _layout(packed: PackedData | None, n: int) -> Layout:
+def _layout(packed: PackedData | None, n: int, devices: int = 1) -> Layout:
     if packed is None:
-        return Layout((jnp.arange(n),), (None,), jnp.arange(n))
-    ids = [b.nodes for b in packed.buckets]
-    inverse = np.argsort(np.concatenate(ids))
-    data = tuple(NodeData(*(jnp.asarray(a) for a in b[1:])) for b in packed.buckets)
-    return Layout(tuple(jnp.asarray(i, jnp.int32) for i in ids), data, jnp.asarray(inverse))
+        return Layout((jnp.arange(n),), (None,), jnp.arange(n), devices=devices)
+    ids = np.concatenate([b.nodes for b in packed.buckets])
+    real = np.flatnonzero(ids >= 0)
+    inverse = np.empty(n, np.int64)
+    inverse[ids[real]] = real  # node -> its position in the concatenated buckets
+    data = tuple(
+        NodeData(
+            *(
+                jnp.asarray(a)
+                for a in (b.x_train, b.y_train, b.n_train, b.x_test, b.y_test, b.n_test)
+            ),
+            size_fraction=jnp.asarray(b.size_fraction),
+        )
+        for b in packed.buckets
+    )
+    return Layout(
+        tuple(jnp.asarray(b.nodes, jnp.int32) for b in packed.buckets),
+        data,
+        jnp.asarray(inverse, jnp.int32),
+        chunks=packed.chunks,
+        devices=devices,
+    )
+
+
+def chunk_budget(run_cfg: Mapping[str, Any]) -> tuple[int, int]:
+    """``(chunk_bytes, node_chunk)`` for :func:`~p2p_fmtl.data.pack`: an explicit
+    ``run.node_chunk`` anywhere; else ``run.chunk_kib`` on a CPU, where chunks keep a
+    chunk's working set in cache (an accelerator prefers the whole bucket at once)."""
+    if run_cfg["node_chunk"] > 0:
+        return 0, run_cfg["node_chunk"]
+    if jax.default_backend() != "cpu":
+        return 0, 0
+    return run_cfg["chunk_kib"] * 1024, 0
 
 
 def _init_keys(key, n: int, mode: str):
@@ -117,6 +145,8 @@ class Simulation:
                 max_buckets=cfg["data"]["max_buckets"],
                 rounds=run_cfg["rounds"],
                 copies=alg_cfg.get("components", 1),
+                **dict(zip(("chunk_bytes", "node_chunk"), chunk_budget(run_cfg), strict=True)),
+                devices=run_cfg["devices"],
             )
             task = make_task(
                 ds.task, ds.num_classes, cfg["model"]["loss"], heads=ds.info.get("heads")
@@ -186,7 +216,7 @@ class Simulation:
                 values = int(np.prod(self.packed.feature_shape)) * max(task.num_classes, 1)
                 self.setup_bytes = net.degree * values * BYTES_PER_VALUE
 
-        self.layout = _layout(self.packed, n)
+        self.layout = _layout(self.packed, n, run_cfg["devices"])
         self.rounds = rounds = run_cfg["rounds"]
         self.lrs = np.zeros(max(rounds, 1), np.float32)
         if spec.trains:
@@ -294,7 +324,12 @@ class Simulation:
             return jax.tree.map(one, tree)
 
         ids = tuple(put(i, by_node=False) for i in self.layout.ids)
-        self.layout = Layout(ids, put(self.layout.data), put(self.layout.inverse, False))
+        self.layout = dataclasses.replace(
+            self.layout,
+            ids=ids,
+            data=put(self.layout.data),
+            inverse=put(self.layout.inverse, False),
+        )
         dense = self.mixing.dense is not None  # dense: split W by rows; sparse: replicate
         self.mixing = put(self.mixing, by_node=dense)
         if self.borrow is not None:
@@ -523,6 +558,8 @@ class Simulation:
             "gossip_operator": self.gossip_operator,
             "padding_fraction": self.padding_fraction,
             "buckets": None if self.packed is None else len(self.packed.buckets),
+            "node_chunks": None if self.packed is None else list(self.packed.chunks),
+            "dummy_nodes": None if self.packed is None else self.packed.dummy_nodes,
             "wall_s": round(time.perf_counter() - self.t_start, 4),
             "train_s": round(self.train_seconds, 4),
             "seconds_per_round": self.train_seconds / self.round if self.round else None,

@@ -16,6 +16,18 @@ buckets, never over nodes).  The padding fraction ``1 − Σ_i n_i / Σ_b N_b S_
 reported in the run summary.  ``bucketing = "none"`` pads every node to the largest;
 ``"auto"`` (default) also weighs each extra bucket's compilation time against the work it
 saves over the run; ``"full"`` always uses up to ``max_buckets`` (least padding).
+
+**Chunks of nodes.**  On a CPU, a round vmapped over a whole large bucket streams every
+minibatch of every node through memory several times per step (gather, forward,
+backward): once a bucket's per-step working set outgrows the caches, each sample costs
+about 3× more.  So a large bucket is cut into chunks of ``c`` nodes whose data fit a
+budget of ``chunk_bytes`` (a few MB: the last-level cache), and the engine runs the
+chunks one after the other (a ``lax.scan``, each chunk vmapped).  The time per node then
+no longer depends on the size of the network.  To keep every chunk the same shape, a
+bucket is padded with *dummy nodes* (id ``-1``, no samples) up to ``devices · k · c``
+nodes; ``c`` is chosen within a factor two of the budget to keep the dummies few, and the
+padding fraction counts them.  With several devices every bucket is padded to a multiple
+of ``devices`` so that it splits evenly.
 """
 
 from __future__ import annotations
@@ -38,6 +50,12 @@ class Bucket(NamedTuple):
     y_test: np.ndarray  # (N_b, T_b)
     n_test: np.ndarray  # (N_b,) int32
     size_fraction: np.ndarray  # (N_b,) float32: n_train / max n_train over the network
+    chunk: int = 0  # nodes per chunk and device of local work (0: the whole bucket at once)
+
+    @property
+    def dummies(self) -> int:
+        """Padding nodes (id -1, no samples) that make the chunks equal."""
+        return int(np.sum(self.nodes < 0))
 
 
 class PackedData(NamedTuple):
@@ -53,6 +71,14 @@ class PackedData(NamedTuple):
     @property
     def padded_rows(self) -> int:
         return int(sum(b.x_train.shape[0] * b.x_train.shape[1] for b in self.buckets))
+
+    @property
+    def dummy_nodes(self) -> int:
+        return int(sum(b.dummies for b in self.buckets))
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return tuple(b.chunk for b in self.buckets)
 
     @property
     def padding_fraction(self) -> float:
@@ -128,6 +154,37 @@ def choose_buckets(
     return best
 
 
+CHUNK_BYTES = 2 << 20  # default data budget of one chunk of nodes (about L2 + a share of L3)
+
+
+def chunk_size(n_nodes: int, node_bytes: int, chunk_bytes: int, devices: int = 1) -> int:
+    """Nodes per chunk (per device) for a bucket of ``n_nodes`` nodes holding
+    ``node_bytes`` bytes of data each; 0 when the bucket is run at once.
+
+    The target is ``c* = chunk_bytes // node_bytes`` nodes; among ``c* / 2 .. 2 c*`` the
+    size needing the fewest dummy nodes is taken (ties: the one closest to ``c*``).  A
+    bucket that fits in two chunks is not cut.
+    """
+    if chunk_bytes <= 0:
+        return 0
+    per_device = -(-n_nodes // devices)
+    target = max(1, chunk_bytes // max(node_bytes, 1))
+    if per_device < 2 * target:
+        return 0
+
+    def cost(c):
+        return (-(-per_device // c) * c - per_device, abs(c - target))
+
+    return min(range(max(1, target // 2), 2 * target + 1), key=cost)
+
+
+def padded_nodes(n_nodes: int, chunk: int, devices: int = 1) -> int:
+    """Nodes of a bucket once padded with dummies to ``devices · k · chunk`` (or to a
+    multiple of ``devices`` without chunks)."""
+    unit = devices * max(chunk, 1)
+    return -(-n_nodes // unit) * unit
+
+
 def pack(
     ds: FederatedDataset,
     *,
@@ -136,12 +193,20 @@ def pack(
     max_buckets: int = 8,
     rounds: int = 100,
     copies: int = 1,
+    chunk_bytes: int = 0,
+    node_chunk: int = 0,
+    devices: int = 1,
 ) -> PackedData:
     """Pack the nodes' data into buckets.
 
     ``bucketing``: ``"full"`` — up to ``max_buckets`` buckets, least padding;
     ``"auto"`` — the bucket count with the least estimated work plus compilation time
     for ``rounds`` rounds (:func:`choose_buckets`); ``"none"`` — one bucket.
+
+    Chunks: ``node_chunk > 0`` cuts every bucket larger than that into chunks of that
+    many nodes; otherwise ``chunk_bytes > 0`` chooses each bucket's chunk from its data
+    size (:func:`chunk_size`); ``0`` and ``0`` run every bucket at once.  ``devices``:
+    buckets are padded to a multiple of it (and of the chunk).
     """
     nodes = ds.nodes
     # labels: float32 for regression and multitask (target, head id), int32 class or token
@@ -161,16 +226,33 @@ def pack(
     for ids in groups:
         s = int(n_train[ids].max())
         t = int(max(n_test[ids].max(), 1))
+        x = _stack([nodes[i].x_train for i in ids], s, x_dtype)
+        y = _stack([nodes[i].y_train for i in ids], s, y_dtype)
+        if node_chunk > 0:
+            chunk = node_chunk if -(-len(ids) // devices) > node_chunk else 0
+        else:
+            chunk = chunk_size(len(ids), (x.nbytes + y.nbytes) // len(ids), chunk_bytes, devices)
+        extra = padded_nodes(len(ids), chunk, devices) - len(ids)
+        xt = _stack([nodes[i].x_test for i in ids], t, x_dtype)
+        yt = _stack([nodes[i].y_test for i in ids], t, y_dtype)
         buckets.append(
             Bucket(
-                nodes=ids,
-                x_train=_stack([nodes[i].x_train for i in ids], s, x_dtype),
-                y_train=_stack([nodes[i].y_train for i in ids], s, y_dtype),
-                n_train=n_train[ids],
-                x_test=_stack([nodes[i].x_test for i in ids], t, x_dtype),
-                y_test=_stack([nodes[i].y_test for i in ids], t, y_dtype),
-                n_test=n_test[ids],
-                size_fraction=frac[ids],
+                nodes=_pad(ids.astype(np.int64), extra, -1),
+                x_train=_pad(x, extra),
+                y_train=_pad(y, extra),
+                n_train=_pad(n_train[ids], extra),
+                x_test=_pad(xt, extra),
+                y_test=_pad(yt, extra),
+                n_test=_pad(n_test[ids], extra),
+                size_fraction=_pad(frac[ids], extra),
+                chunk=chunk,
             )
         )
     return PackedData(tuple(buckets), n_train, n_test, ds.feature_shape)
+
+
+def _pad(a: np.ndarray, extra: int, value=0) -> np.ndarray:
+    """``a`` with ``extra`` more entries on its leading axis, filled with ``value``."""
+    if extra == 0:
+        return a
+    return np.concatenate([a, np.full((extra, *a.shape[1:]), value, a.dtype)])
