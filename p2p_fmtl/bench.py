@@ -9,7 +9,8 @@ which builds one :class:`~p2p_fmtl.runner.Simulation`, warms it up with one
 ``advance(k)``, measures a float32 matmul peak in the same process and prints ONE
 JSON line.  A fresh process per configuration gives a clean peak RSS and lets the
 parent choose the threads: ``"1"`` pins the worker to one CPU (affinity) and turns
-XLA's multi-threaded Eigen off; ``"all"`` leaves the defaults.
+XLA's multi-threaded Eigen off; ``"all"`` leaves the defaults; ``"devices"`` shards the
+node axis over one single-threaded CPU device per usable core (``run.devices``).
 
 The parent (:func:`main`) collects the rows, prints a markdown table and, with
 ``--out``, writes it with a description of the machine between the markers
@@ -42,7 +43,7 @@ from .errors import UserError
 FULL_SIZES = (30, 100, 300, 1000, 10000)
 QUICK_SIZES = (30, 300)
 ALGORITHMS = ("dem", "dsgd")
-THREADS = ("1", "all")
+THREADS = ("1", "all", "devices")
 BOUNDED_DEGREE_FROM = 1000  # n >= this: random 10-regular graph and a small test set
 ER_P = 0.5
 REGULAR_D = 10
@@ -201,6 +202,9 @@ def _floor_log10(x: float) -> int:
 def threads_label(row: Mapping[str, Any]) -> str:
     if row.get("threads") == "1":
         return "1"
+    if row.get("threads") == "devices":
+        k = row.get("devices") or row.get("cpus")
+        return f"{k} devices × 1" if k else "devices"
     cpus = row.get("cpus")
     return f"all ({cpus})" if cpus else "all"
 
@@ -454,20 +458,26 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 # --------------------------------------------------------------------------- the worker
 _THREAD_FLAGS = ("xla_cpu_multi_thread_eigen", "intra_op_parallelism_threads")
+_DEVICE_FLAG = "xla_force_host_platform_device_count"
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def worker_env(threads: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a worker: ``"1"`` single-threaded XLA and BLAS, ``"all"`` the
-    defaults (any thread limits inherited from ``base`` removed)."""
+    defaults (any thread limits inherited from ``base`` removed), ``"devices"`` one
+    single-threaded CPU device per core (the worker sets ``run.devices``).
+    ``--xla_force_host_platform_device_count`` is dropped from ``base``: the worker asks
+    for its devices itself."""
     env = dict(os.environ if base is None else base)
     flags = [
         t for t in env.get("XLA_FLAGS", "").split() if not t.lstrip("-").startswith(_THREAD_FLAGS)
     ]
     for var in _THREAD_VARS:
         env.pop(var, None)
+    flags = [t for t in flags if not t.lstrip("-").startswith(_DEVICE_FLAG)]
+    if threads in ("1", "devices"):
+        flags += ["--xla_cpu_multi_thread_eigen=false"]
     if threads == "1":
-        flags += ["--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"]
         for var in _THREAD_VARS:
             env[var] = "1"
     if flags:
@@ -560,6 +570,9 @@ def run_worker_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Run one configuration in THIS process and return its result row."""
     if spec["threads"] == "1":
         _pin(int(spec.get("cpu", min(os.sched_getaffinity(0)))))
+    elif spec["threads"] == "devices":  # the node axis over one CPU device per core
+        cores = len(os.sched_getaffinity(0))
+        spec = {**spec, "overrides": {**(spec.get("overrides") or {}), "run.devices": cores}}
     m_start, c_start, w_start = _machine_busy_seconds(), _cpu_seconds(), time.perf_counter()
     rss_import = _rss_peak_mb()
     import jax
@@ -634,6 +647,9 @@ def run_worker_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         "rounds_peak_rss_mb": peak_timed if cleared else None,
         "rss_after_import_mb": rss_import,
         "cpus": len(os.sched_getaffinity(0)),
+        "devices": int(sim.devices),
+        "node_chunks": list(getattr(sim.packed, "chunks", ()) or ()),
+        "dummy_nodes": int(getattr(sim.packed, "dummy_nodes", 0) or 0),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "jax_version": jax.__version__,
         "backend": jax.default_backend(),
@@ -826,7 +842,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=_word_list(THREADS),
         nargs="+",
         metavar="T",
-        help="1 (one pinned CPU, single-threaded XLA) and/or all (default: both)",
+        help="1 (one pinned CPU, single-threaded XLA), all (XLA's default threads) and/or "
+        "devices (one single-threaded CPU device per core, run.devices = cores); "
+        "default: all three",
     )
     parser.add_argument(
         "--rounds-per-call",

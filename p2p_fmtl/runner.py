@@ -78,13 +78,15 @@ def _layout(packed: PackedData | None, n: int, devices: int = 1) -> Layout:
     real = np.flatnonzero(ids >= 0)
     inverse = np.empty(n, np.int64)
     inverse[ids[real]] = real  # node -> its position in the concatenated buckets
+    # device_put, not jnp.asarray: on a CPU it can use the packed numpy buffers in place
+    # (no second copy of the data)
     data = tuple(
         NodeData(
             *(
-                jnp.asarray(a)
+                jax.device_put(a)
                 for a in (b.x_train, b.y_train, b.n_train, b.x_test, b.y_test, b.n_test)
             ),
-            size_fraction=jnp.asarray(b.size_fraction),
+            size_fraction=jax.device_put(b.size_fraction),
         )
         for b in packed.buckets
     )
@@ -108,10 +110,51 @@ def chunk_budget(run_cfg: Mapping[str, Any]) -> tuple[int, int]:
     return run_cfg["chunk_kib"] * 1024, 0
 
 
+def _trim_heap() -> None:
+    """Collect garbage and give freed heap memory back to the system (glibc's
+    ``malloc_trim``; a no-op elsewhere): the per-node arrays of a dataset are many
+    small allocations, and a dataset can sit in a reference cycle."""
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+
+
 def _init_keys(key, n: int, mode: str):
     if mode == "identical":
         return jnp.broadcast_to(key, (n, *key.shape))
     return jax.random.split(key, n)
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def request_cpu_devices(k: int) -> None:
+    """Ask JAX for ``k`` CPU devices (``jax_num_cpu_devices``) if it has not started yet
+    and the process may use at least ``k`` cores.
+
+    On a multi-core CPU, ``run.devices = K`` then runs the node axis as K streams, one
+    per core, which is faster than XLA's intra-op threads on the small per-chunk
+    operations of local work.  Once JAX has run anything the setting is fixed, and more
+    devices than cores are only simulated on request;
+    :meth:`Simulation._shard_arrays` then explains how.  Accelerators are unaffected
+    (their devices come first).
+    """
+    if k <= 1 or k > _usable_cpus() or jax.config.jax_num_cpu_devices >= k:
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", k)
+    except RuntimeError:  # JAX already initialised its backends
+        pass
 
 
 class Simulation:
@@ -120,6 +163,7 @@ class Simulation:
     def __init__(self, config: Config | Mapping[str, Any] | str | Path):
         cfg = config if isinstance(config, Config) else load_config(config)
         self.cfg = cfg
+        request_cpu_devices(cfg["run"]["devices"])
         self.t_start = time.perf_counter()
         run_cfg, topo_cfg, alg_cfg = cfg["run"], cfg["topology"], cfg["algorithm"]
         self.spec = spec = ALGORITHMS[alg_cfg["name"]]
@@ -127,6 +171,8 @@ class Simulation:
         n = self.n_nodes = G.number_of_nodes()
 
         # data, task, model, optimizer
+        # the dataset while the run is built; afterwards None (its arrays are released
+        # once packed) and its metadata stays in ``dataset_info``
         self.dataset: FederatedDataset | None = None
         self.packed: PackedData | None = None
         task = model = optimizer = work = None
@@ -217,6 +263,11 @@ class Simulation:
                 self.setup_bytes = net.degree * values * BYTES_PER_VALUE
 
         self.layout = _layout(self.packed, n, run_cfg["devices"])
+        # the per-node arrays now live once, in the packed buckets the device arrays use:
+        # keep the dataset's metadata, release its arrays (half the memory of a large run)
+        self.dataset_info = {} if self.dataset is None else self.dataset.info
+        self.dataset = ds = None
+        _trim_heap()
         self.rounds = rounds = run_cfg["rounds"]
         self.lrs = np.zeros(max(rounds, 1), np.float32)
         if spec.trains:
@@ -309,7 +360,8 @@ class Simulation:
         if k > len(avail):
             raise ConfigError(
                 f"run.devices: got {k}, but only {len(avail)} devices are available "
-                "(on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=K simulates K)"
+                "(on CPU, jax.config.update('jax_num_cpu_devices', K) right after importing "
+                "jax, or XLA_FLAGS=--xla_force_host_platform_device_count=K, gives K)"
             )
         if n % k:
             raise ConfigError(f"run.devices: got {k}, but topology.n = {n} is not a multiple")
@@ -435,7 +487,7 @@ class Simulation:
         """Head index of each node (multitask data), else ``None``."""
         if self.task is None or not self.task.heads:
             return None
-        return np.asarray(self.dataset.info["node_task"], int)
+        return np.asarray(self.dataset_info["node_task"], int)
 
     def head_metric(self, h: int) -> str:
         head = self.task.heads[h]
@@ -572,7 +624,7 @@ class Simulation:
         if alg.extras is not None:
             params.update({k: np.asarray(v) for k, v in alg.extras(self.state).items()})
         result = RunResult(cfg, self.history, nodes, summary, params, state=self.state)
-        result.dataset_info = {} if self.dataset is None else self.dataset.info  # type: ignore[attr-defined]
+        result.dataset_info = self.dataset_info  # type: ignore[attr-defined]
         return result
 
 

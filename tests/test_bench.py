@@ -88,6 +88,7 @@ def test_table_cells_and_speedups():
     assert cells["ref"] == "0.640" and cells["speedup"] == "×6.40"
     big = bench.table_cells(_ok_row(n=1000, threads="all", cpus=2, s_per_round=2.0))
     assert big["graph"] == "10-regular" and big["threads"] == "all (2)"
+    assert bench.table_cells(_ok_row(threads="devices", devices=2))["threads"] == "2 devices × 1"
     assert big["ref"] == "17.0 (extrap.)" and big["speedup"] == "×8.50 (extrap.)"
     assert bench.table_cells(_ok_row(cpu_per_wall=0.5))["cpu"] == "0.50 ⚠"
     assert bench.table_cells(_ok_row(threads="all", cpu_per_wall=0.5))["cpu"] == "0.50"
@@ -149,11 +150,14 @@ def test_worker_env_threads():
     base = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false --xla_foo=1", "OMP_NUM_THREADS": "4"}
     one = bench.worker_env("1", base)
     assert "--xla_cpu_multi_thread_eigen=false" in one["XLA_FLAGS"]
-    assert "intra_op_parallelism_threads=1" in one["XLA_FLAGS"]
+    assert "intra_op_parallelism_threads" not in one["XLA_FLAGS"]  # not an XLA flag
     assert "--xla_foo=1" in one["XLA_FLAGS"] and one["OMP_NUM_THREADS"] == "1"
     assert one["XLA_FLAGS"].count("multi_thread_eigen") == 1
     all_ = bench.worker_env("all", base)
     assert all_["XLA_FLAGS"] == "--xla_foo=1" and "OMP_NUM_THREADS" not in all_
+    forced = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4 --xla_foo=1"}
+    dev = bench.worker_env("devices", forced)  # the worker asks for its own devices
+    assert dev["XLA_FLAGS"] == "--xla_foo=1 --xla_cpu_multi_thread_eigen=false"
     assert all_["PYTHONPATH"].split(os.pathsep)[0] == str(bench.PACKAGE_ROOT)
 
 

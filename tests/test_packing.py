@@ -88,3 +88,70 @@ def test_no_recompilation_when_graph_weights_or_seed_change():
         res = run(load_config(raw))
         assert res.summary["gossip_operator"] == "sparse"
     assert engine.compilations == before
+
+
+def test_chunk_size_takes_the_budget_and_few_dummies():
+    from p2p_fmtl.data.packing import chunk_size, padded_nodes
+
+    # 1000 nodes of 100 kB with a 1 MB budget: about 10 per chunk, 1000 = 100 · 10
+    assert chunk_size(1000, 100_000, 1_000_000) == 10
+    # 581 nodes: the size in [5, 20] with the fewest dummies (581 = 7 · 83 is out of range)
+    c = chunk_size(581, 100_000, 1_000_000)
+    assert 5 <= c <= 20
+    assert padded_nodes(581, c) - 581 == min(-(-581 // k) * k - 581 for k in range(5, 21))
+    assert chunk_size(15, 100_000, 1_000_000) == 0  # fits in two chunks: not cut
+    assert chunk_size(1000, 100_000, 0) == 0  # budget 0: off
+    # several devices: chunks per device, and the bucket pads to devices · k · c
+    c4 = chunk_size(1000, 100_000, 1_000_000, devices=4)
+    assert padded_nodes(1000, c4, 4) % (4 * c4) == 0 and padded_nodes(1000, c4, 4) >= 1000
+    assert padded_nodes(10, 0, 4) == 12  # no chunks: a multiple of the devices
+
+
+def test_chunked_packing_pads_with_dummy_nodes_and_counts_them():
+    ds = fedem_synthetic(300, n_test=1)
+    plain = pack(ds, batch_size=128, bucketing="full")
+    chunked = pack(ds, batch_size=128, bucketing="full", chunk_bytes=1 << 20)
+    assert plain.dummy_nodes == 0 and all(c == 0 for c in plain.chunks)
+    assert any(c > 0 for c in chunked.chunks)
+    for b in chunked.buckets:
+        real = b.nodes >= 0
+        assert (b.n_train[~real] == 0).all() and not b.x_train[~real].any()
+        if b.chunk:
+            assert len(b.nodes) % b.chunk == 0
+    ids = np.concatenate([b.nodes for b in chunked.buckets])
+    assert sorted(ids[ids >= 0].tolist()) == list(range(300))
+    assert chunked.dummy_nodes == int((ids < 0).sum())
+    # dummies are padding: they count, and the recipe stays under a quarter
+    assert plain.padding_fraction <= chunked.padding_fraction < 0.25
+
+
+@pytest.mark.parametrize(
+    "alg,extra",
+    [
+        ("dem", {}),
+        ("dsgd", {"faults.straggler": 0.5, "faults.node_drop": 0.1}),  # network process
+        ("graph_mtl", {"algorithm.relation": "uniform", "algorithm.lam": 0.1}),  # inbox
+    ],
+)
+def test_chunked_local_work_gives_the_unchunked_numbers(alg, extra):
+    """Chunks with dummy nodes (automatic budget and a fixed node count) change nothing."""
+    base = {
+        "run": {"rounds": 4, "eval_every": 2, "seed": 2, "chunk_kib": 0},
+        "topology": {"name": "random_regular", "n": 60, "d": 4},
+        "data": {"name": "fedem_synthetic", "dim": 10, "n_test": 20, "bucketing": "full"},
+        "algorithm": {"name": alg, "batch_size": 32, "momentum": 0.9, "weight_decay": 5e-4},
+    }
+    plain = run(load_config(base, overrides=extra))
+    assert plain.summary["dummy_nodes"] == 0
+    dummies = 0
+    for over in ({"run.chunk_kib": 8}, {"run.node_chunk": 7}):
+        chunked = run(load_config(base, overrides={**extra, **over}))
+        assert any(chunked.summary["node_chunks"]), over
+        dummies += chunked.summary["dummy_nodes"]
+        for k in plain.params:
+            np.testing.assert_allclose(chunked.params[k], plain.params[k], rtol=1e-5, atol=1e-6)
+        assert chunked.summary["test_acc"] == pytest.approx(plain.summary["test_acc"], abs=1e-6)
+        assert [r["bytes_total"] for r in chunked.metrics] == [
+            r["bytes_total"] for r in plain.metrics
+        ]
+    assert dummies > 0  # some bucket was padded with dummy nodes

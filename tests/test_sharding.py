@@ -11,17 +11,22 @@ import numpy as np
 from p2p_fmtl import load_config, run
 out = {}
 cases = [
-    ("dem", {"name": "erdos_renyi", "n": 32, "p": 0.3}),
-    ("dsgd", {"name": "ring", "n": 400, "operator": "sparse"}),
-    ("graph_mtl", {"name": "ring", "n": 16}),
+    ("dem", {"name": "erdos_renyi", "n": 32, "p": 0.3}, {}),
+    ("dsgd", {"name": "ring", "n": 400, "operator": "sparse"}, {}),
+    ("graph_mtl", {"name": "ring", "n": 16}, {}),
+    # chunks of 3 nodes per device: every device scans its own chunks
+    ("dem_chunked", {"name": "random_regular", "n": 96, "d": 4}, {"node_chunk": 3}),
 ]
-for alg, topo in cases:
-    base = {"run": {"rounds": 6, "eval_every": 3, "seed": 1}, "topology": topo,
+for name, topo, extra in cases:
+    alg = name.split("_chunked")[0]
+    base = {"run": {"rounds": 6, "eval_every": 3, "seed": 1, **extra}, "topology": topo,
             "data": {"name": "fedem_synthetic", "dim": 10, "n_test": 30, "bucketing": "full"},
             "algorithm": {"name": alg, "batch_size": 32, "momentum": 0.9}}
     one = run(load_config(base))
     four = run(load_config(base, overrides={"run.devices": 4}))
-    out[alg] = {
+    if extra:
+        assert any(four.summary["node_chunks"]), four.summary["node_chunks"]
+    out[name] = {
         "diff": max(float(np.max(np.abs(one.params[k] - four.params[k]))) for k in one.params),
         "acc": [one.summary["test_acc"], four.summary["test_acc"]],
         "shards": len(four.state.params["w"].sharding.device_set),

@@ -86,8 +86,26 @@ class PackedData(NamedTuple):
         return float(1.0 - self.n_train.sum() / max(self.padded_rows, 1))
 
 
-def _stack(arrays: list[np.ndarray], width: int, dtype) -> np.ndarray:
-    out = np.zeros((len(arrays), width, *arrays[0].shape[1:]), dtype=dtype)
+ALIGN = 64  # bytes: XLA's CPU runtime uses host buffers this aligned in place (no copy)
+
+
+def aligned_zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """``np.zeros(shape, dtype)`` starting on an :data:`ALIGN`-byte boundary.
+
+    ``jax.device_put`` of such an array shares its memory on a CPU; numpy's own
+    allocations are only 16-byte aligned, and XLA copies those on first use, which
+    doubles the memory of a large run's data.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = np.zeros(nbytes + ALIGN, np.uint8)
+    start = (-buf.ctypes.data) % ALIGN
+    return buf[start : start + nbytes].view(dtype).reshape(shape)
+
+
+def _stack(arrays: list[np.ndarray], width: int, dtype, extra: int = 0) -> np.ndarray:
+    """The arrays padded to ``width`` rows, stacked, plus ``extra`` all-zero entries."""
+    out = aligned_zeros((len(arrays) + extra, width, *arrays[0].shape[1:]), dtype)
     for i, a in enumerate(arrays):
         out[i, : a.shape[0]] = a
     return out
@@ -226,23 +244,24 @@ def pack(
     for ids in groups:
         s = int(n_train[ids].max())
         t = int(max(n_test[ids].max(), 1))
-        x = _stack([nodes[i].x_train for i in ids], s, x_dtype)
-        y = _stack([nodes[i].y_train for i in ids], s, y_dtype)
+        row = nodes[ids[0]]
+        node_bytes = s * (
+            row.x_train[0].size * np.dtype(x_dtype).itemsize
+            + max(row.y_train[0].size, 1) * np.dtype(y_dtype).itemsize
+        )
         if node_chunk > 0:
             chunk = node_chunk if -(-len(ids) // devices) > node_chunk else 0
         else:
-            chunk = chunk_size(len(ids), (x.nbytes + y.nbytes) // len(ids), chunk_bytes, devices)
+            chunk = chunk_size(len(ids), node_bytes, chunk_bytes, devices)
         extra = padded_nodes(len(ids), chunk, devices) - len(ids)
-        xt = _stack([nodes[i].x_test for i in ids], t, x_dtype)
-        yt = _stack([nodes[i].y_test for i in ids], t, y_dtype)
         buckets.append(
             Bucket(
                 nodes=_pad(ids.astype(np.int64), extra, -1),
-                x_train=_pad(x, extra),
-                y_train=_pad(y, extra),
+                x_train=_stack([nodes[i].x_train for i in ids], s, x_dtype, extra),
+                y_train=_stack([nodes[i].y_train for i in ids], s, y_dtype, extra),
                 n_train=_pad(n_train[ids], extra),
-                x_test=_pad(xt, extra),
-                y_test=_pad(yt, extra),
+                x_test=_stack([nodes[i].x_test for i in ids], t, x_dtype, extra),
+                y_test=_stack([nodes[i].y_test for i in ids], t, y_dtype, extra),
                 n_test=_pad(n_test[ids], extra),
                 size_fraction=_pad(frac[ids], extra),
                 chunk=chunk,
