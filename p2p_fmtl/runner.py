@@ -110,6 +110,9 @@ def chunk_budget(run_cfg: Mapping[str, Any]) -> tuple[int, int]:
     return run_cfg["chunk_kib"] * 1024, 0
 
 
+TRIM_ABOVE_BYTES = 256 << 20  # give the released dataset back to the system above this size
+
+
 def _trim_heap() -> None:
     """Collect garbage and give freed heap memory back to the system (glibc's
     ``malloc_trim``; a no-op elsewhere): the per-node arrays of a dataset are many
@@ -267,7 +270,8 @@ class Simulation:
         # keep the dataset's metadata, release its arrays (half the memory of a large run)
         self.dataset_info = {} if self.dataset is None else self.dataset.info
         self.dataset = ds = None
-        _trim_heap()
+        if self.packed is not None and self.packed.nbytes > TRIM_ABOVE_BYTES:
+            _trim_heap()
         self.rounds = rounds = run_cfg["rounds"]
         self.lrs = np.zeros(max(rounds, 1), np.float32)
         if spec.trains:

@@ -15,12 +15,15 @@ cases = [
     ("dsgd", {"name": "ring", "n": 400, "operator": "sparse"}, {}),
     ("graph_mtl", {"name": "ring", "n": 16}, {}),
     # chunks of 3 nodes per device: every device scans its own chunks
-    ("dem_chunked", {"name": "random_regular", "n": 96, "d": 4}, {"node_chunk": 3}),
+    ("dem_chunked", {"name": "random_regular", "n": 48, "d": 4}, {"node_chunk": 3}),
 ]
 for name, topo, extra in cases:
     alg = name.split("_chunked")[0]
+    data = {"name": "fedem_synthetic", "dim": 10, "n_test": 30, "bucketing": "full"}
+    if extra:
+        data["max_buckets"] = 2
     base = {"run": {"rounds": 6, "eval_every": 3, "seed": 1, **extra}, "topology": topo,
-            "data": {"name": "fedem_synthetic", "dim": 10, "n_test": 30, "bucketing": "full"},
+            "data": data,
             "algorithm": {"name": alg, "batch_size": 32, "momentum": 0.9}}
     one = run(load_config(base))
     four = run(load_config(base, overrides={"run.devices": 4}))

@@ -73,6 +73,11 @@ class PackedData(NamedTuple):
         return int(sum(b.x_train.shape[0] * b.x_train.shape[1] for b in self.buckets))
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of all packed arrays."""
+        return int(sum(a.nbytes for b in self.buckets for a in b[1:8]))
+
+    @property
     def dummy_nodes(self) -> int:
         return int(sum(b.dummies for b in self.buckets))
 
