@@ -156,18 +156,22 @@ RUN_KEYS = {
     "rounds": Key(100, "int", lo=0, help="communication rounds"),
     "eval_every": Key(10, "int", lo=1, help="evaluate every this many rounds"),
     "devices": Key(1, "int", lo=1, help="shard the node axis over this many devices"),
+    "chunking": Key(
+        "auto",
+        "str",
+        choices=("auto", "on", "off"),
+        help="local work of large buckets in chunks of nodes run in turn, so a chunk stays "
+        "in cache; auto: on a CPU with one core per device (single-threaded, or "
+        "run.devices = cores), off otherwise",
+    ),
+    "chunk_kib": Key(
+        2048, "int", lo=1, help="training data per chunk of nodes, in KiB (sizes the chunks)"
+    ),
     "node_chunk": Key(
         0,
         "int",
         lo=0,
-        help="local work on chunks of this many nodes in turn (0: sized by run.chunk_kib)",
-    ),
-    "chunk_kib": Key(
-        2048,
-        "int",
-        lo=0,
-        help="CPU: cut large buckets into chunks of nodes holding about this many KiB of "
-        "training data, run in turn so they stay in cache (0: all nodes at once)",
+        help="nodes per chunk, overriding run.chunk_kib (0: sized by run.chunk_kib)",
     ),
 }
 

@@ -128,7 +128,7 @@ def test_chunked_packing_pads_with_dummy_nodes_and_counts_them():
 @pytest.mark.parametrize(
     "alg,extra,chunking",
     [
-        ("dem", {}, [{"run.chunk_kib": 8}, {"run.node_chunk": 5}]),
+        ("dem", {}, [{"run.chunking": "on", "run.chunk_kib": 8}, {"run.node_chunk": 5}]),
         ("dsgd", {"faults.straggler": 0.5, "faults.node_drop": 0.1}, [{"run.node_chunk": 5}]),
         (
             "graph_mtl",
@@ -141,7 +141,7 @@ def test_chunked_local_work_gives_the_unchunked_numbers(alg, extra, chunking):
     """Chunks with dummy nodes (automatic budget and a fixed node count) change nothing:
     D-EM, the network process (stragglers' budgets, dropped nodes) and an inbox."""
     base = {
-        "run": {"rounds": 4, "eval_every": 2, "seed": 2, "chunk_kib": 0},
+        "run": {"rounds": 4, "eval_every": 2, "seed": 2, "chunking": "off"},
         "topology": {"name": "random_regular", "n": 48, "d": 4},
         "data": {
             "name": "fedem_synthetic",
@@ -155,7 +155,7 @@ def test_chunked_local_work_gives_the_unchunked_numbers(alg, extra, chunking):
     plain = run(load_config(base, overrides=extra))
     assert plain.summary["dummy_nodes"] == 0
     for over in chunking:
-        chunked = run(load_config(base, overrides={**extra, **over}))
+        chunked = run(load_config(base, overrides={**extra, "run.chunking": "auto", **over}))
         assert any(chunked.summary["node_chunks"]), over
         assert chunked.summary["dummy_nodes"] > 0 or "run.chunk_kib" in over
         for k in plain.params:

@@ -180,19 +180,29 @@ def choose_buckets(
 CHUNK_BYTES = 2 << 20  # default data budget of one chunk of nodes (about L2 + a share of L3)
 
 
-def chunk_size(n_nodes: int, node_bytes: int, chunk_bytes: int, devices: int = 1) -> int:
+def chunk_size(
+    n_nodes: int,
+    node_bytes: int,
+    chunk_bytes: int,
+    devices: int = 1,
+    step_bytes: int | None = None,
+) -> int:
     """Nodes per chunk (per device) for a bucket of ``n_nodes`` nodes holding
     ``node_bytes`` bytes of data each; 0 when the bucket is run at once.
 
     The target is ``c* = chunk_bytes // node_bytes`` nodes; among ``c* / 2 .. 2 c*`` the
     size needing the fewest dummy nodes is taken (ties: the one closest to ``c*``).  A
-    bucket that fits in two chunks is not cut.
+    bucket that fits in two chunks is not cut, nor one whose minibatches of one step
+    (``step_bytes`` per node) fit in ``2 · chunk_bytes`` together: its per-step working
+    set is in cache already, and the extra loop only costs (most with XLA's threads).
     """
     if chunk_bytes <= 0:
         return 0
     per_device = -(-n_nodes // devices)
     target = max(1, chunk_bytes // max(node_bytes, 1))
     if per_device < 2 * target:
+        return 0
+    if step_bytes is not None and per_device * step_bytes <= 2 * chunk_bytes:
         return 0
 
     def cost(c):
@@ -250,14 +260,15 @@ def pack(
         s = int(n_train[ids].max())
         t = int(max(n_test[ids].max(), 1))
         row = nodes[ids[0]]
-        node_bytes = s * (
+        row_bytes = (
             row.x_train[0].size * np.dtype(x_dtype).itemsize
             + max(row.y_train[0].size, 1) * np.dtype(y_dtype).itemsize
         )
         if node_chunk > 0:
             chunk = node_chunk if -(-len(ids) // devices) > node_chunk else 0
         else:
-            chunk = chunk_size(len(ids), node_bytes, chunk_bytes, devices)
+            step = min(batch_size or s, s) * row_bytes
+            chunk = chunk_size(len(ids), s * row_bytes, chunk_bytes, devices, step)
         extra = padded_nodes(len(ids), chunk, devices) - len(ids)
         buckets.append(
             Bucket(
