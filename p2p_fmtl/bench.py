@@ -713,12 +713,19 @@ def _last_json(stdout: str) -> dict | None:
 
 
 def run_worker(
-    spec: Mapping[str, Any], *, timeout: float = TIMEOUT_S, python: str | None = None
+    spec: Mapping[str, Any],
+    *,
+    timeout: float = TIMEOUT_S,
+    python: str | None = None,
+    command: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run one configuration in a fresh worker process; the row is ``spec`` plus the
-    worker's result, or ``status = "failed"`` with a ``reason``."""
+    worker's result, or ``status = "failed"`` with a ``reason``.  ``command``: another
+    worker program, called with the spec as JSON after it (default: this module's
+    ``--worker``)."""
     spec = dict(spec)
-    cmd = [python or sys.executable, "-m", "p2p_fmtl.bench", "--worker", json.dumps(spec)]
+    prefix = list(command or [python or sys.executable, "-m", "p2p_fmtl.bench", "--worker"])
+    cmd = [*prefix, json.dumps(spec)]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
