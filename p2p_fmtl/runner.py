@@ -396,6 +396,14 @@ class Simulation:
             data=put(self.layout.data),
             inverse=put(self.layout.inverse, False),
         )
+        if self.packed is not None:  # the shards replace the packed host arrays (one copy)
+            fields = ("x_train", "y_train", "x_test", "y_test")
+            self.packed = self.packed._replace(
+                buckets=tuple(
+                    b._replace(**{f: getattr(d, f) for f in fields})
+                    for b, d in zip(self.packed.buckets, self.layout.data, strict=True)
+                )
+            )
         dense = self.mixing.dense is not None  # dense: split W by rows; sparse: replicate
         self.mixing = put(self.mixing, by_node=dense)
         if self.borrow is not None:
