@@ -197,6 +197,7 @@ class Simulation:
                     f"topology.n: got {n}, but data {cfg['data']['name']!r} has {ds.num_nodes} "
                     f"nodes; allowed: {ds.num_nodes}"
                 )
+            chunk_bytes, node_chunk = chunk_budget(run_cfg)
             self.packed = pack(
                 ds,
                 batch_size=alg_cfg.get("batch_size"),
@@ -204,7 +205,8 @@ class Simulation:
                 max_buckets=cfg["data"]["max_buckets"],
                 rounds=run_cfg["rounds"],
                 copies=alg_cfg.get("components", 1),
-                **dict(zip(("chunk_bytes", "node_chunk"), chunk_budget(run_cfg), strict=True)),
+                chunk_bytes=chunk_bytes,
+                node_chunk=node_chunk,
                 devices=run_cfg["devices"],
             )
             task = make_task(

@@ -75,7 +75,8 @@ class PackedData(NamedTuple):
     @property
     def nbytes(self) -> int:
         """Bytes of all packed arrays."""
-        return int(sum(a.nbytes for b in self.buckets for a in b[1:8]))
+        fields = ("x_train", "y_train", "n_train", "x_test", "y_test", "n_test", "size_fraction")
+        return int(sum(getattr(b, f).nbytes for b in self.buckets for f in fields))
 
     @property
     def dummy_nodes(self) -> int:
