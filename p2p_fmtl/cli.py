@@ -217,7 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import bench
 
-    b = sub.add_parser("bench", help="benchmark D-EM and D-SGD on the reference recipe")
+    b = sub.add_parser(
+        "bench", help="seconds per round of D-EM and D-SGD", description=bench.DESCRIPTION
+    )
     bench.add_arguments(b)
     b.set_defaults(func=bench.run_args)
     return p

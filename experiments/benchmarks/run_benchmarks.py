@@ -5,8 +5,9 @@
     python experiments/benchmarks/run_benchmarks.py --quick    # about a minute
     python experiments/benchmarks/run_benchmarks.py --sizes 30 100 --threads 1
 
-Same options as ``p2p-fmtl bench`` (this script calls the same ``main``); it only
-changes the defaults: ``--out experiments/BENCHMARKS.md`` (the section between
+The grid, the reference figures and the markdown live in ``harness.py`` next to this
+script (each configuration runs in a worker of the package's ``p2p_fmtl.bench``); this
+script only sets the defaults ``--out experiments/BENCHMARKS.md`` (the section between
 ``<!-- bench:start -->`` and ``<!-- bench:end -->``; the rest of the file is kept) and
 ``--json experiments/benchmarks/results.json`` (the raw rows).  How and what is
 measured: ``experiments/benchmarks/README.md``.
@@ -24,8 +25,9 @@ DEFAULT_OUT = HERE.parent / "BENCHMARKS.md"
 DEFAULT_JSON = HERE / "results.json"
 
 sys.path.insert(0, str(ROOT))  # runs from a checkout without installing too
+sys.path.insert(0, str(HERE))
 
-from p2p_fmtl.bench import main as bench_main  # noqa: E402
+from harness import main as bench_main  # noqa: E402
 
 
 def _has(argv: list[str], flag: str) -> bool:

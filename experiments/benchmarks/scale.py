@@ -28,6 +28,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))  # runs from a checkout without installing too
+sys.path.insert(0, str(HERE))
+
+import harness  # noqa: E402
 
 from p2p_fmtl import bench  # noqa: E402
 
@@ -173,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: row.get(k) for k in ("n", "status", "s_per_round", "peak_rss_mb")}))
         rows.append(row)
     command = "python experiments/benchmarks/scale.py " + " ".join(argv or sys.argv[1:])
-    body = render(rows, bench.machine_description(), command.strip())
+    body = render(rows, harness.machine_description(), command.strip())
     print(body)
-    bench.write_section(args.out, body, start=MARKS[0], end=MARKS[1])
-    bench.write_json(args.json, {"rows": rows})
+    harness.write_section(args.out, body, start=MARKS[0], end=MARKS[1])
+    harness.write_json(args.json, {"rows": rows})
     return 0 if all(r.get("status") == "ok" for r in rows) else 1
 
 
