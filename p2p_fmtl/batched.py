@@ -1,16 +1,20 @@
 """Batched runs: several runs as one compiled program, vmapped over a leading run axis.
 
-Runs whose configs differ only in values that keep every array shape — seeds, graphs
-of the same size and degree bound, mixing weights, learning rates and schedules — share
-one engine.  :func:`run_batch` stacks their states, keys, mixing operators, masks and
-learning rates along a new leading axis and runs ``vmap`` of the engine's round chunk
-over it: one compilation and one dispatch per chunk for the whole batch, and the
-vectorised work of all runs together.  Node data are shared when every run uses the same
-data config (the usual case: only ``run.seed`` varies) and stacked otherwise.
+Runs whose configs differ only in values that keep every array shape and the program —
+seeds, graphs of the same size and degree bound, mixing weights, learning rates and
+schedules, fault and straggler rates, compression steps, cost-model constants — share
+one engine.  :func:`run_batch` stacks their carried states, round inputs (network arrays
+and rates included) and learning rates along a new leading axis and calls the engine's
+batched programs (:meth:`~p2p_fmtl.engine.Engine.run_chunk_batch`,
+:meth:`~p2p_fmtl.engine.Engine.evaluate_batch`): one compilation and one dispatch per
+chunk for the whole batch.  Node data are shared when every run uses the same data (the
+usual case: only ``run.seed`` varies) and stacked otherwise.
 
-Each run's results are exactly those of running it alone (tested); its ``train_s`` and
-``seconds_per_round`` are the batch's time divided by the batch size, and its summary
-records ``"batched": B``.
+Every configuration that runs alone runs in a batch with the same numbers (the ledger,
+simulated time and divergence flags included), or the batch is refused with one line
+that says what differs (e.g. one run drops nodes and another does not: that is another
+program).  Each run's ``train_s`` and ``seconds_per_round`` are the batch's time divided
+by the batch size, and its summary records ``"batched": B``.
 """
 
 from __future__ import annotations
@@ -52,19 +56,55 @@ def _same(trees) -> bool:
     return True
 
 
+def _program_difference(a: Simulation, b: Simulation) -> str:
+    """What makes two runs different programs, in words."""
+    for what, x, y in (
+        ("network process", a.process, b.process),
+        ("exchange", a.exchange, b.exchange),
+    ):
+        if x != y:
+            fields = [
+                f"{f}: {getattr(x, f)!r} vs {getattr(y, f)!r}"
+                for f in getattr(x, "_fields", ())
+                if getattr(x, f) != getattr(y, f)
+            ]
+            detail = "; ".join(fields) or f"{x!r} vs {y!r}"
+            return f"its {what} differs ({detail})"
+    if a.engine.every != b.engine.every:
+        return f"algorithm.gossip_every differs ({a.engine.every} vs {b.engine.every})"
+    if a.engine.cost != b.engine.cost:
+        return "cost.enabled differs"
+    return "it computes something else (algorithm, model or data shapes differ)"
+
+
 def batchable(sims: Sequence[Simulation]) -> str | None:
     """Why these simulations cannot run as one batch, or ``None`` if they can."""
     s0 = sims[0]
     for i, s in enumerate(sims[1:], 1):
         if s.engine is not s0.engine:
-            return f"run {i} computes something else (algorithm, model or shapes differ)"
+            return f"run {i}: {_program_difference(s0, s)}"
         if (s.rounds, s.cfg["run"]["eval_every"]) != (s0.rounds, s0.cfg["run"]["eval_every"]):
             return f"run {i} has other run.rounds / run.eval_every"
-        parts = ("state", "mixing", "active", "nbrs", "borrow", "layout")
-        for name in parts:
-            if _signature(getattr(s, name)) != _signature(getattr(s0, name)):
-                return f"run {i}: the shapes of {name} differ"
+        if s.devices != s0.devices or s.devices > 1:
+            return f"run {i}: batched runs use one device (run.devices = {s.devices})"
+        for name in ("carry", "inputs", "borrow", "layout"):
+            where = _shape_difference(getattr(s0, name), getattr(s, name))
+            if where:
+                return f"run {i}: the shapes of {name}{where} differ"
     return None
+
+
+def _shape_difference(a, b) -> str | None:
+    """The path and shapes of the first leaf where ``a`` and ``b`` differ, or ``None``."""
+    if _signature(a) == _signature(b):
+        return None
+    la, lb = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree_util.tree_flatten_with_path(b)[0]
+    if len(la) != len(lb):
+        return " (structure)"
+    for (path, x), (_, y) in zip(la, lb, strict=True):
+        if _signature(x) != _signature(y):
+            return f"{jax.tree_util.keystr(path)} ({np.shape(x)} vs {np.shape(y)})"
+    return ""
 
 
 def run_batch(
@@ -82,23 +122,18 @@ def run_batch(
     if why is not None:
         raise UserError(f"run_batch: these runs cannot share one program: {why}")
     engine, b = sims[0].engine, len(sims)
-    shared_data = _same([s.layout for s in sims])
-    lay_axis = None if shared_data else 0
-    layout = sims[0].layout if shared_data else _stack([s.layout for s in sims])
+    shared = _same([s.layout for s in sims])
+    layout = sims[0].layout if shared else _stack([s.layout for s in sims])
     borrow = None if sims[0].borrow is None else _stack([s.borrow for s in sims])
-    nbrs = None if sims[0].nbrs is None else _stack([s.nbrs for s in sims])
-    state = _stack([s.state for s in sims])
-    key = _stack([s.key for s in sims])
-    mixing = _stack([s.mixing for s in sims])
-    active = _stack([s.active for s in sims])
-
-    chunk = jax.vmap(engine._chunk_impl, in_axes=(0, 0, 0, 0, lay_axis, 0, 0))
-    evaluate = jax.vmap(engine._eval_impl, in_axes=(0, lay_axis, 0, 0))
+    carry = _stack([s.carry for s in sims])
+    inputs = _stack([s.inputs for s in sims])
 
     def eval_all():
-        out = engine._call("eval_batch", evaluate, state, layout, active, borrow)
+        out = engine.evaluate_batch(
+            carry.state, layout, inputs.active, borrow, shared_layout=shared
+        )
         for i, s in enumerate(sims):
-            s.record({k: np.asarray(v[i]) for k, v in out.items()})
+            s.record({k: v[i] for k, v in out.items()})
 
     eval_all()
     rounds, every = sims[0].rounds, sims[0].cfg["run"]["eval_every"]
@@ -106,26 +141,23 @@ def run_batch(
     t = 0
     while t < rounds:
         length = min(every, rounds - t)
-        lrs = jnp.stack([jnp.asarray(s._lrs(t, length)) for s in sims])
+        lrs = np.stack([s._lrs(t, length) for s in sims])
         c0, t0 = engine.compile_seconds, time.perf_counter()
-        state, key, finite = engine._call(
-            "chunk_batch", chunk, state, key, lrs, mixing, layout, active, nbrs
+        carry, finite, msgs, secs = engine.run_chunk_batch(
+            carry, inputs, layout, t, lrs, shared_layout=shared
         )
-        jax.block_until_ready(state)
+        jax.block_until_ready(carry)
         seconds = time.perf_counter() - t0 - (engine.compile_seconds - c0)
-        t += length
-        finite = np.asarray(finite)
+        finite, msgs, secs = np.asarray(finite), np.asarray(msgs), np.asarray(secs)
         for i, s in enumerate(sims):
-            if not finite[i].all() and s.diverged_at is None:  # reported as "incomplete"
-                s.diverged_at = t - length + int(np.argmin(finite[i])) + 1
-            s.state, s.round = _unstack(state, i), t
-            s.train_seconds += seconds / b
+            s.carry = _unstack(carry, i)
+            s._account(length, finite[i], msgs[i], float(secs[i]), seconds / b)
+        t += length
         eval_all()
         bar.update(length)
     bar.close()
     results = []
     for i, s in enumerate(sims):
-        s.state, s.key = _unstack(state, i), _unstack(key, i)
         res = s.result()
         res.summary["batched"] = b
         if outs is not None:

@@ -20,11 +20,8 @@ Python use::
 from __future__ import annotations
 
 import copy
-import inspect
-import math
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,310 +29,41 @@ import tomli_w
 
 import topologies
 
+from .algorithms import ALGORITHMS, algorithm_keys, needs_of
 from .errors import ConfigError, did_you_mean, unknown_name
-
-DEFAULT_DATA = "fedem_synthetic"
-DEFAULT_ALGORITHM = "dsgd"
-SECTIONS = ("run", "topology", "data", "model", "algorithm", "faults", "compression", "cost")
-
-
-# --------------------------------------------------------------------------- key specs
-@dataclass(frozen=True)
-class Key:
-    """One config key: its default, its kind and its allowed values."""
-
-    default: Any
-    kind: str  # "int", "float", "str", "bool", "list[int]", "list[float]", "int|list[int]", "any"
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    choices: tuple[str, ...] | None = None
-    help: str = ""
-    required: bool = False
-
-
-def _kind_of(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, list):
-        return "list"
-    return "any"
-
-
-def _describe(key: Key) -> str:
-    if key.choices:
-        return "one of " + ", ".join(repr(c) for c in key.choices)
-    words = {
-        "int": "an integer",
-        "float": "a number",
-        "str": "a string",
-        "bool": "true or false",
-        "list[int]": "a list of integers",
-        "list[float]": "a list of numbers",
-        "int|list[int]": "an integer or a list of integers",
-        "number|none": "a number",
-    }.get(key.kind, key.kind)
-    if key.lo is not None or key.hi is not None:
-        lo = "(" if key.lo_open else "["
-        lo_v = "-inf" if key.lo is None else _fmt(key.lo)
-        hi_v = "inf" if key.hi is None else _fmt(key.hi)
-        hi = ")" if key.hi is None else "]"
-        words += f" in {lo}{lo_v}, {hi_v}{hi}"
-    return words
-
-
-def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def _check_value(field: str, value: Any, key: Key) -> Any:
-    """Return the value coerced to the key's kind, or raise a one-line ConfigError."""
-    bad = ConfigError(f"{field}: got {value!r}, expected {_describe(key)}")
-    kind = key.kind
-    if kind == "any":
-        return value
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if kind == "str":
-        if not isinstance(value, str):
-            raise bad
-        if key.choices and value not in key.choices:
-            raise unknown_name(field, value, key.choices)
-        return value
-    if kind in ("int", "float", "number|none"):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad
-        if kind == "int" and not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            else:
-                raise bad
-        if kind in ("float", "number|none"):
-            value = float(value)
-            if not math.isfinite(value):
-                raise bad
-        _check_range(field, value, key, bad)
-        return value
-    if kind in ("list[int]", "list[float]", "int|list[int]"):
-        if kind == "int|list[int]" and isinstance(value, int) and not isinstance(value, bool):
-            _check_range(field, value, key, bad)
-            return value
-        if not isinstance(value, list):
-            raise bad
-        out = []
-        for v in value:
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                raise bad
-            if kind != "list[float]" and not float(v).is_integer():
-                raise bad
-            v = float(v) if kind == "list[float]" else int(v)
-            _check_range(field, v, key, bad)
-            out.append(v)
-        return out
-    raise AssertionError(f"unknown key kind {kind}")  # pragma: no cover
-
-
-def _check_range(field: str, value: float, key: Key, bad: ConfigError) -> None:
-    if key.lo is not None and (value < key.lo or (key.lo_open and value == key.lo)):
-        raise bad
-    if key.hi is not None and value > key.hi:
-        raise bad
-
-
-# --------------------------------------------------------------------------- schemas
-RUN_KEYS = {
-    "seed": Key(0, "int", lo=0, help="one seed for everything random in the run"),
-    "rounds": Key(100, "int", lo=0, help="communication rounds"),
-    "eval_every": Key(10, "int", lo=1, help="evaluate every this many rounds"),
-    "devices": Key(1, "int", lo=1, help="shard the node axis over this many devices"),
-    "chunking": Key(
-        "auto",
-        "str",
-        choices=("auto", "on", "off"),
-        help="local work of large buckets in chunks of nodes run in turn, so a chunk stays "
-        "in cache; auto: on a CPU with one core per device (single-threaded, or "
-        "run.devices = cores), off otherwise",
-    ),
-    "chunk_kib": Key(
-        2048, "int", lo=1, help="training data per chunk of nodes, in KiB (sizes the chunks)"
-    ),
-    "node_chunk": Key(
-        0,
-        "int",
-        lo=0,
-        help="nodes per chunk, overriding run.chunk_kib (0: sized by run.chunk_kib)",
-    ),
-}
-
-TOPOLOGY_KEYS = {
-    "name": Key("erdos_renyi", "str", help="graph builder"),
-    "n": Key(30, "int", lo=1, help="number of nodes"),
-    "mixing": Key("metropolis", "str", help="mixing-matrix rule"),
-    "seed": Key(None, "int", lo=0, help="graph seed (default: run.seed)"),
-    "operator": Key(
-        "auto",
-        "str",
-        choices=("auto", "dense", "sparse"),
-        help="gossip as a dense W @ X or an edge list with segment_sum",
-    ),
-    "schedule": Key(
-        "static",
-        "str",
-        choices=("static", "random_matching", "one_peer_exponential", "resample", "list"),
-        help="time-varying topology",
-    ),
-    "graphs": Key(
-        [], "any", help='schedule = "list": builder names or edge-list files, cycled per round'
-    ),
-    "resample_p": Key(
-        0.0, "float", lo=0.0, hi=1.0, help="schedule = resample: edge probability (0: graph's)"
-    ),
-}
-
-OPTIMIZER_KEYS = {
-    "lr": Key(0.1, "float", lo=0.0, lo_open=True, help="learning rate"),
-    "batch_size": Key(128, "int", lo=1),
-    "local_epochs": Key(1, "int", lo=0, help="local epochs per round (or local_steps)"),
-    "local_steps": Key(0, "int", lo=0, help="local steps per round (0: use local_epochs)"),
-    "optimizer": Key("sgd", "str", help="any optax optimizer by name"),
-    "momentum": Key(0.0, "float", lo=0.0, hi=1.0),
-    "nesterov": Key(False, "bool"),
-    "weight_decay": Key(0.0, "float", lo=0.0),
-    "schedule": Key("constant", "str", choices=("constant", "multistep", "cosine")),
-    "milestones": Key(
-        [0.5, 0.75],
-        "list[float]",
-        lo=0.0,
-        help="multistep: rounds (>= 1) or fractions of run.rounds (< 1)",
-    ),
-    "gamma": Key(0.1, "float", lo=0.0, lo_open=True, help="multistep decay factor"),
-    "lr_min": Key(0.0, "float", lo=0.0, help="cosine: final learning rate"),
-    "init": Key(
-        "identical",
-        "str",
-        choices=("identical", "independent"),
-        help="same initial model on every node, or one per node",
-    ),
-}
-
-MODEL_KEYS = {
-    "name": Key("linear", "str"),
-    "loss": Key("auto", "str", choices=("auto", "logistic", "softmax", "squared")),
-}
-
-FAULT_KEYS = {
-    "node_drop": Key(0.0, "float", lo=0.0, hi=1.0, help="probability a node is down each round"),
-    "link_drop": Key(0.0, "float", lo=0.0, hi=1.0, help="probability an edge carries nothing"),
-    "churn": Key(0.0, "float", lo=0.0, hi=1.0, help="probability a live node leaves each round"),
-    "churn_rounds": Key(10, "int", lo=1, help="rounds a churned node stays away"),
-    "straggler": Key(0.0, "float", lo=0.0, hi=1.0, help="fraction of nodes slowed each round"),
-    "straggler_work": Key(
-        [0.1, 0.9], "list[float]", lo=0.0, hi=1.0, help="a straggler does U(a, b) of its work"
-    ),
-    "reweight": Key(
-        "metropolis",
-        "str",
-        choices=("metropolis", "self"),
-        help="live-subgraph weights: Metropolis, or the rule's weights with lost ones on W_ii",
-    ),
-}
-
-COMPRESSION_KEYS = {
-    "name": Key(
-        "none", "str", choices=("none", "top_k", "random_k", "qsgd", "sign"), help="compressor"
-    ),
-    "ratio": Key(0.1, "float", lo=0.0, hi=1.0, lo_open=True, help="top_k / random_k: k / d"),
-    "levels": Key(7, "int", lo=1, help="qsgd: quantization levels s (7: 4 bits with sign)"),
-    "method": Key(
-        "choco",
-        "str",
-        choices=("choco", "plain"),
-        help="CHOCO-gossip with public copies, or mixing compressed models directly",
-    ),
-    "gamma": Key(
-        0.1, "float", lo=0.0, hi=1.0, lo_open=True, help="CHOCO / DeepSqueeze consensus step"
-    ),
-    "error_feedback": Key(False, "bool", help="plain: error-compensated (DeepSqueeze)"),
-    "dtype": Key(
-        "float32", "str", choices=("float32", "float16", "bfloat16"), help="wire value type"
-    ),
-}
-
-COST_KEYS = {
-    "enabled": Key(False, "bool", help="simulate time: adds a sim_time_s column"),
-    "compute_s_per_sample": Key(1e-5, "float", lo=0.0, help="compute seconds per sample"),
-    "bandwidth_bytes_per_s": Key(
-        1.25e6, "float", lo=0.0, lo_open=True, help="per-link bandwidth (1.25e6 = 10 Mbit/s)"
-    ),
-    "latency_s": Key(0.01, "float", lo=0.0, help="per-message latency"),
-}
-
-AGGREGATION_KEYS = {  # dsgd and graph_mtl (p2p_fmtl/aggregation.py)
-    "aggregation": Key(
-        "average",
-        "str",
-        choices=("average", "decoupled"),
-        help="neighbours' models as sent, or decoupled (our reading of FedDEA)",
-    ),
-    "rho": Key(0.1, "float", lo=0.0, hi=1.0, lo_open=True, help="decoupled: top fraction"),
-}
-
-GOSSIP_KEYS = {
-    "gossip": Key(
-        "sync",
-        "str",
-        choices=("sync", "pairwise"),
-        help="synchronous W each round, or asynchronous pairwise averaging ticks",
-    ),
-    "gossip_ticks": Key(1, "int", lo=1, help="pairwise: random edges averaged per round"),
-    "gossip_every": Key(1, "int", lo=1, help="gossip only every k rounds"),
-}
-
-
-def _keys_from_defaults(defaults: Mapping[str, Any]) -> dict[str, Key]:
-    """Keys for a builder's or generator's keyword parameters, typed by their defaults."""
-    out = {}
-    for k, d in defaults.items():
-        if d is inspect.Parameter.empty:  # a required keyword, e.g. edgelist's path
-            out[k] = Key(None, "str", required=True)
-            continue
-        if isinstance(d, tuple):  # sequence defaults are written as TOML lists
-            d = list(d)
-            kind = "list[int]" if all(isinstance(v, int) for v in d) else "list[float]"
-            out[k] = Key(d, kind, lo=1 if kind == "list[int]" else None)
-            continue
-        kind = _kind_of(d)
-        if d is None:
-            kind = "number|none"
-        elif kind == "list":
-            kind = "any"
-        out[k] = Key(d, kind)
-    return out
+from .schema import (  # noqa: F401  (re-exported: the schema's names, as before)
+    AGGREGATION_KEYS,
+    COMPRESSION_KEYS,
+    COST_KEYS,
+    DEFAULT_ALGORITHM,
+    DEFAULT_DATA,
+    FAULT_KEYS,
+    GOSSIP_KEYS,
+    MODEL_KEYS,
+    OPTIMIZER_KEYS,
+    RUN_KEYS,
+    SECTIONS,
+    TOPOLOGY_KEYS,
+    Key,
+    check_value,
+    describe,
+    keys_from_defaults,
+)
 
 
 def _registry_keys(section: str, name: str) -> dict[str, Key]:
     """Keys that belong to the named builder / generator / model / algorithm."""
     if section == "topology":
-        return _keys_from_defaults(topologies.builder_params(name))
+        return keys_from_defaults(topologies.builder_params(name))
     if section == "data":
         from .data import dataset_params
 
-        return _keys_from_defaults(dataset_params(name))
+        return keys_from_defaults(dataset_params(name))
     if section == "model":
         from .models import model_params
 
-        return _keys_from_defaults(model_params(name))
+        return keys_from_defaults(model_params(name))
     if section == "algorithm":
-        from .algorithms import algorithm_keys
-
         return algorithm_keys(name)
     return {}
 
@@ -352,8 +80,6 @@ def _names(section: str) -> tuple[str, ...]:
 
         return tuple(MODELS)
     if section == "algorithm":
-        from .algorithms import ALGORITHMS
-
         return tuple(ALGORITHMS)
     return ()
 
@@ -429,12 +155,12 @@ def resolve(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                     f"{section}.{key}: unknown key{what}; allowed: {allowed}"
                     f"{did_you_mean(key, schema)}"
                 )
-            resolved[key] = _check_value(f"{section}.{key}", value, schema[key])
+            resolved[key] = check_value(f"{section}.{key}", value, schema[key])
         for key, spec in schema.items():
             if key not in resolved:
                 if spec.required:
                     raise ConfigError(
-                        f"{section}.{key}: missing; {name!r} needs it ({_describe(spec)})"
+                        f"{section}.{key}: missing; {name!r} needs it ({describe(spec)})"
                     )
                 resolved[key] = copy.deepcopy(spec.default)
         out[section] = resolved
@@ -451,8 +177,6 @@ def _check_combinations(cfg: dict[str, dict[str, Any]], raw: Mapping[str, Any]) 
     rules = {*topologies.MIXING_RULES, *SERVER_RULES}
     if topo["mixing"] not in rules:
         raise unknown_name("topology.mixing", topo["mixing"], rules)
-    from .algorithms import ALGORITHMS
-
     spec = ALGORITHMS[alg["name"]]
     if spec.trains:
         raw_alg = raw.get("algorithm", {})
@@ -466,7 +190,10 @@ def _check_combinations(cfg: dict[str, dict[str, Any]], raw: Mapping[str, Any]) 
         from .optim import check_optimizer
 
         check_optimizer(alg)
-    _check_network(cfg, spec)
+    _check_network(cfg)
+    from .exchange import check_settings
+
+    check_settings(cfg, needs_of(alg))
     if not spec.uses_data:
         data_name = raw.get("data", {}).get("name")
         if data_name not in (None, "none"):
@@ -482,9 +209,11 @@ def _check_combinations(cfg: dict[str, dict[str, Any]], raw: Mapping[str, Any]) 
         )
 
 
-def _check_network(cfg: dict[str, dict[str, Any]], spec) -> None:
-    """Schedules, faults, asynchronous gossip and compression that cannot work together."""
-    topo, alg, faults, comp = cfg["topology"], cfg["algorithm"], cfg["faults"], cfg["compression"]
+def _check_network(cfg: dict[str, dict[str, Any]]) -> None:
+    """Values of the network sections that are wrong on their own; combinations of an
+    algorithm, its exchange, the schedule, faults and compression are checked by the
+    exchanges (:func:`p2p_fmtl.exchange.check_settings`)."""
+    topo, faults = cfg["topology"], cfg["faults"]
     schedule = topo["schedule"]
     graphs = topo["graphs"]
     if schedule == "list":
@@ -507,39 +236,6 @@ def _check_network(cfg: dict[str, dict[str, Any]], spec) -> None:
         raise ConfigError(
             f"faults.straggler_work: got {faults['straggler_work']!r}, expected [a, b] "
             "with 0 <= a <= b <= 1"
-        )
-    uses_inbox = spec.name in ("graph_mtl", "propagation")
-    pairwise = alg.get("gossip", "sync") == "pairwise"
-    if pairwise and schedule != "static":
-        raise ConfigError(
-            f"algorithm.gossip: got 'pairwise', which picks edges of the static graph; "
-            f"allowed with topology.schedule = 'static' only (got {schedule!r})"
-        )
-    if uses_inbox and schedule not in ("static", "random_matching"):
-        raise ConfigError(
-            f"topology.schedule: got {schedule!r}, but {spec.name!r} reads a fixed neighbour "
-            "table; allowed: 'static', 'random_matching'"
-        )
-    if uses_inbox and pairwise:
-        raise ConfigError(f"algorithm.gossip: got 'pairwise', not supported by {spec.name!r}")
-    if comp["name"] != "none" or comp["dtype"] != "float32":
-        if not spec.communicates:
-            raise ConfigError(
-                f"compression.name: got {comp['name']!r}, but algorithm {spec.name!r} sends "
-                "nothing; allowed: 'none'"
-            )
-        if uses_inbox or pairwise:
-            raise ConfigError(
-                f"compression.name: got {comp['name']!r}; compression works with synchronous "
-                f"gossip averaging (dsgd, dem, average), not with "
-                f"{'pairwise gossip' if pairwise else spec.name!r}"
-            )
-    if topo["mixing"] == "sample_weighted" and (
-        schedule != "static" or any(faults[k] for k in ("node_drop", "link_drop", "churn"))
-    ):
-        raise ConfigError(
-            "topology.mixing: 'sample_weighted' is a server's average; it cannot be combined "
-            "with time-varying schedules or faults"
         )
 
 

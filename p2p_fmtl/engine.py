@@ -1,16 +1,26 @@
 """The round loop: every node at once, rounds scanned in chunks between evaluations.
 
 State layout (design notes §2.1): the state of all nodes is ONE pytree whose leaves
-have a leading axis of size N.  A round is
+have a leading axis of size N.  There is ONE round for every network::
 
-    keys  = split(round_key, N)
-    state = vmap(algorithm.local_update)(state, data, keys, lr_t)      # local work
-    state = replace_shared(state, mix(shared(state), W))               # gossip
+    net    = round_network(process, t, key)        # who is alive, this round's W, budgets
+    inbox  = exchange.receive(messages)            # algorithms that read neighbours first
+    state  = vmap(algorithm.local_update)(state, data, split(key, N), lr_t, inbox)
+    state  = exchange.average(shared(state))       # gossip averaging, or
+    state  = vmap(algorithm.combine)(state, exchange.receive(messages))
+    ledger += messages each node sent;  seconds += the cost model's round time
 
-and ``lax.scan`` runs ``eval_every`` rounds per compiled call, so Python is touched
-once per chunk.  Data, the mixing operator and the per-round learning rates are
-arguments of the compiled program (data, not constants): changing the seed, the
-graph's weights or the learning rate reuses the compiled program.
+The static graph is the trivial network process (the fixed W, every node alive): the
+same round, with nothing drawn.  ``lax.scan`` runs ``eval_every`` rounds per compiled
+call, so Python is touched once per chunk.  Data, the network's arrays, rates and the
+per-round learning rates are arguments of the compiled program (data, not constants):
+changing the seed, the graph's weights, a fault rate or the learning rate reuses the
+compiled program.  Which features are on (the process, the exchange) is static.
+
+The public programs (:meth:`Engine.init`, :meth:`Engine.run_chunk`,
+:meth:`Engine.evaluate` and their ``_batch`` versions, vmapped over a leading run axis)
+are what single runs, batched runs and sharded runs call; an algorithm never knows
+which.
 """
 
 from __future__ import annotations
@@ -18,24 +28,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .algorithms.base import Algorithm, Inbox, NodeData
-from .compress import compressor
-from .gossip import Mixing, Neighbours, consensus_distance, mix, neighbourhood
-from .netsim import (
-    Dynamics,
-    NetArrays,
-    NetState,
-    masked_neighbours,
-    pairwise_gossip,
-    round_network,
-    round_seconds,
-)
+from .algorithms.base import Algorithm, NodeData
+from .exchange import Exchange
+from .gossip import Mixing, consensus_distance, mix
+from .netsim import NetArrays, Process, StaticNet, round_network, round_seconds
+
+NET_SALT = 0x6E6574  # the network's keys: fold_in(round key, NET_SALT), apart from training
 
 
 def _masked_mean(values, count):
@@ -123,18 +127,53 @@ def _chunked(fn, args, devices: int, chunk: int):
     return jax.tree.map(back, out)
 
 
-class Engine:
-    """Compiled programs for one algorithm: init, a chunk of rounds, evaluation."""
+class RoundInputs(NamedTuple):
+    """The data of the compiled round besides the node data (a pytree; stack it over a
+    leading axis for batched runs)."""
 
-    def __init__(self, alg: Algorithm, dyn: Dynamics | None = None):
+    active: Any  # (N,) bool: training nodes (held-out nodes never train nor gossip)
+    static: StaticNet  # the static graph's W, its diagonal, messages per gossip
+    net: NetArrays  # candidate edges, their neighbour table, rates, costs
+    relation: Any  # (N, K) relation weights a_ij of the neighbour table, or None
+    gamma: Any  # () CHOCO / DeepSqueeze consensus step
+    message_bytes: Any  # () bytes of one message (the cost model's transfers)
+
+
+class Carry(NamedTuple):
+    """What a run carries from round to round (and checkpoints)."""
+
+    state: Any  # the algorithm's state of every node
+    key: Any  # the run's PRNG key
+    away_until: Any  # (N,) int32: a churned-out node is away while t < away_until
+    exchange: Any  # the exchange's state (public copies, push-sum weights, errors) or None
+
+
+class Engine:
+    """Compiled programs for one algorithm on one kind of network: init, a chunk of
+    rounds, evaluation (each also vmapped over a leading run axis)."""
+
+    def __init__(
+        self,
+        alg: Algorithm,
+        process: Process | None = None,
+        exchange: Exchange | None = None,
+        *,
+        every: int = 1,
+        cost: bool = False,
+    ):
+        from .exchange import Gossip
+
         self.alg = alg
-        self.dyn = dyn or Dynamics()
+        self.process = process or Process()
+        self.exchange = exchange or Gossip()
+        self.every = every
+        self.cost = cost
         self._compiled: dict[Any, Any] = {}
         self.compile_seconds = 0.0
         self.compilations = 0
-        self.last_cost: dict[str, Any] = {}
 
-    def _message(self, state):
+    def message(self, state):
+        """What a node sends (the shared part, unless the algorithm sends something else)."""
         alg = self.alg
         return (alg.message or alg.shared)(state)
 
@@ -170,147 +209,72 @@ class Engine:
             losses.append(loss)
         return _unbucket(states, layout), _unbucket(losses, layout)
 
-    def _chunk_impl(self, state, key, lrs, mixing: Mixing, layout: Layout, active, nbrs):
-        alg = self.alg
-        n = jax.tree.leaves(state)[0].shape[0]
+    def _round(self, carry: Carry, lr, t, inputs: RoundInputs, layout: Layout):
+        """One round of every node: network, exchange, local work, ledger."""
+        alg, ex, needs = self.alg, self.exchange, self.alg.needs
+        state, key, away, ex_state = carry
+        n = inputs.active.shape[0]
+        key, sub = jax.random.split(key)
+        node_keys = jax.random.split(sub, n)
+        k_net, k_ex = jax.random.split(jax.random.fold_in(sub, NET_SALT))
+        rn = round_network(
+            self.process, inputs.static, inputs.net, t, k_net, away, inputs.active
+        )
+        now = True if self.every == 1 else (t + 1) % self.every == 0
 
-        def keep_inactive(new, old):
-            return jnp.where(active.reshape((n,) + (1,) * (new.ndim - 1)), new, old)
+        def where(mask, new, old):
+            if mask is True:
+                return new
+            return jax.tree.map(lambda a, b: jnp.where(_rows(mask, a), a, b), new, old)
 
-        def one_round(carry, lr):
-            state, key = carry
-            key, sub = jax.random.split(key)
-            node_keys = jax.random.split(sub, n)
-            inbox = None
-            if alg.inbox == "before":
-                inbox = Inbox(neighbourhood(self._message(state), nbrs), nbrs.weights)
-            new, loss = self._local_work(state, layout, node_keys, lr, inbox)
-            state = jax.tree.map(keep_inactive, new, state)  # held-out nodes never train
-            if alg.combine is not None:
-                inbox = Inbox(neighbourhood(self._message(state), nbrs), nbrs.weights)
-                new = jax.vmap(alg.combine, in_axes=(0, 0, None))(state, inbox, lr)
-                state = jax.tree.map(keep_inactive, new, state)
-            elif alg.communicates and alg.inbox == "none":  # plain gossip averaging
-                state = alg.replace_shared(state, mix(alg.shared(state), mixing))
-            finite = jnp.all(
-                jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(alg.shared(state))])
+        sent = jnp.zeros((n,), jnp.int32)
+        new_ex = ex_state
+        inbox = None
+        if needs.exchange == "inbox":
+            inbox, new_ex, sent = ex.receive(
+                self.message(state), rn, ex_state, k_ex, inputs.net, inputs.relation
             )
-            return (state, key), finite & jnp.all(jnp.isfinite(loss))
-
-        (state, key), finite = jax.lax.scan(one_round, (state, key), lrs)
-        return state, key, finite  # finite[t]: round t left every value finite
-
-    def _dyn_chunk_impl(
-        self, state, key, lrs, ts, layout, active, nbrs, arr: NetArrays, ns: NetState
-    ):
-        """Rounds with a network process (:mod:`p2p_fmtl.netsim`): the round's W, live
-        nodes, work budgets and compression are drawn inside the scan.  Also returns each
-        node's messages sent and the simulated seconds, summed over the chunk."""
-        alg, dyn = self.alg, self.dyn
-        n = jax.tree.leaves(state)[0].shape[0]
-        compress = None
-        if dyn.compressed:
-            compress = compressor(
-                dyn.compression, ratio=dyn.ratio, levels=dyn.levels, dtype=dyn.dtype
+            if now is not True:
+                inbox = inbox._replace(weights=inbox.weights * now)
+        new, loss = self._local_work(state, layout, node_keys, lr, inbox, rn.budget)
+        state = where(rn.alive, new, state)  # dead and held-out nodes do nothing
+        if needs.exchange == "combine":
+            inbox, new_ex, sent = ex.receive(
+                self.message(state), rn, ex_state, k_ex, inputs.net, inputs.relation
             )
-        gamma = arr.rates[7]
+            new = jax.vmap(alg.combine, in_axes=(0, 0, None))(state, inbox, lr)
+            state = where(rn.alive & now, new, state)
+        elif needs.exchange == "average":
+            mixed, new_ex, sent = ex.average(
+                alg.shared(state), rn, ex_state, k_ex, inputs.net, inputs.gamma
+            )
+            state = where(now, alg.replace_shared(state, mixed), state)
+        if now is not True:
+            sent = jnp.where(now, sent, 0)
+            new_ex = jax.tree.map(lambda a, b: jnp.where(now, a, b), new_ex, ex_state)
+        seconds = jnp.zeros((), jnp.float32)
+        if self.cost:
+            seconds = round_seconds(inputs.net, rn, sent, inputs.message_bytes)
+        finite = jnp.all(
+            jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(alg.shared(state))])
+        )
+        carry = Carry(state, key, rn.away_until, new_ex)
+        return carry, sent, seconds, finite & jnp.all(jnp.isfinite(loss))
 
-        def keep(mask):
-            def f(new, old):
-                return jnp.where(mask.reshape((n,) + (1,) * (new.ndim - 1)), new, old)
+    def _chunk_impl(self, carry: Carry, inputs: RoundInputs, layout: Layout, lrs, ts):
+        """``len(lrs)`` rounds; returns the carry, a per-round finite flag, the messages
+        each node sent and the simulated seconds (both summed over the rounds)."""
+        n = inputs.active.shape[0]
 
-            return f
-
-        def one_round(carry, xs):
-            state, key, ns, msgs_total, seconds = carry
+        def body(acc, xs):
+            carry, msgs, seconds = acc
             lr, t = xs
-            key, sub = jax.random.split(key)
-            node_keys = jax.random.split(sub, n)  # as on the plain path: same local work
-            k_net, k_gossip = jax.random.split(jax.random.fold_in(sub, 0x6E6574))
-            rn = round_network(dyn, arr, t, k_net, ns.away_until, active)
-            alive = rn.alive
-            gossip_now = (t + 1) % dyn.every == 0
-            round_nbrs = None if nbrs is None else masked_neighbours(nbrs, arr, rn)
-            inbox = None
-            if alg.inbox == "before":
-                inbox = Inbox(neighbourhood(self._message(state), round_nbrs), round_nbrs.weights)
-            new, loss = self._local_work(state, layout, node_keys, lr, inbox, rn.budget)
-            state = jax.tree.map(keep(alive), new, state)  # dead nodes do nothing
-            msgs = jnp.zeros((n,), jnp.int32)
-            public = ns.public
-            if alg.combine is not None:
-                inbox = Inbox(neighbourhood(self._message(state), round_nbrs), round_nbrs.weights)
-                new = jax.vmap(alg.combine, in_axes=(0, 0, None))(state, inbox, lr)
-                state = jax.tree.map(keep(alive & gossip_now), new, state)
-                sent = jnp.sum(round_nbrs.weights > 0, axis=1).astype(jnp.int32)
-                msgs = jnp.where(gossip_now, sent, 0)
-            elif alg.communicates and alg.inbox == "none":
-                x = alg.shared(state)
-                if dyn.gossip == "pairwise":
-                    mixed, sent = pairwise_gossip(x, arr, rn, k_gossip, dyn.ticks)
-                elif compress is None:
-                    mixed, sent = mix(x, rn.mixing), rn.msgs
-                else:
-                    mixed, public, sent = self._compressed_gossip(
-                        x, public, rn, compress, jax.random.split(k_gossip, n), gamma
-                    )
-                    public = jax.tree.map(
-                        lambda a, b: jnp.where(gossip_now, a, b), public, ns.public
-                    )
-                state = jax.tree.map(
-                    lambda a, b: jnp.where(gossip_now, a, b),
-                    alg.replace_shared(state, mixed),
-                    state,
-                )
-                msgs = jnp.where(gossip_now, sent, 0)
-            if dyn.cost:
-                seconds = seconds + round_seconds(arr, rn, msgs)
-            finite = jnp.all(
-                jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(alg.shared(state))])
-            )
-            ns = NetState(rn.away_until, public)
-            carry = (state, key, ns, msgs_total + msgs, seconds)
-            return carry, finite & jnp.all(jnp.isfinite(loss))
+            carry, sent, secs, finite = self._round(carry, lr, t, inputs, layout)
+            return (carry, msgs + sent, seconds + secs), finite
 
-        init = (state, key, ns, jnp.zeros((n,), jnp.int32), jnp.zeros((), jnp.float32))
-        (state, key, ns, msgs, seconds), finite = jax.lax.scan(one_round, init, (lrs, ts))
-        return state, key, finite, ns, msgs, seconds
-
-    def _compressed_gossip(self, x, public, rn, compress, keys, gamma):
-        """One gossip step with compressed messages (CHOCO, plain, or DeepSqueeze)."""
-        dyn, n = self.dyn, rn.alive.shape[0]
-
-        def on_alive(a):
-            return a * rn.alive.reshape((n,) + (1,) * (a.ndim - 1)).astype(a.dtype)
-
-        if dyn.method == "choco":
-            q = jax.tree.map(on_alive, compress(jax.tree.map(jnp.subtract, x, public), keys))
-            public = jax.tree.map(jnp.add, public, q)
-            mixed_pub = mix(public, rn.mixing)
-            new = jax.tree.map(lambda a, m, p: a + gamma * (m - p), x, mixed_pub, public)
-            return new, public, rn.msgs
-        if dyn.error_feedback:  # DeepSqueeze: error-compensated compressed gossip
-            v = jax.tree.map(jnp.add, x, public)
-            q = compress(v, keys)
-            err = jax.tree.map(
-                lambda a, b, e: jnp.where(self._alive(rn, a), a - b, e), v, q, public
-            )
-            mixed = mix(q, rn.mixing)
-            new = jax.tree.map(lambda a, m, b: a + gamma * (m - b), x, mixed, q)
-            return new, err, rn.msgs
-        q = compress(x, keys)  # plain: neighbours' compressed models, one's own exact
-        mixed = mix(q, rn.mixing)
-        sw = rn.self_weight
-
-        def fix(m, a, b):
-            return m + sw.reshape((n,) + (1,) * (a.ndim - 1)) * (a - b)
-
-        return jax.tree.map(fix, mixed, x, q), public, rn.msgs
-
-    @staticmethod
-    def _alive(rn, a):
-        n = rn.alive.shape[0]
-        return rn.alive.reshape((n,) + (1,) * (a.ndim - 1))
+        init = (carry, jnp.zeros((n,), jnp.int32), jnp.zeros((), jnp.float32))
+        (carry, msgs, seconds), finite = jax.lax.scan(body, init, (lrs, ts))
+        return carry, finite, msgs, seconds
 
     def _eval_impl(self, state, layout: Layout, active, borrow: Mixing | None):
         """Per-node test score and train loss, consensus distance over active nodes, and,
@@ -370,24 +334,45 @@ class Engine:
             self._compiled[sig] = exe
         return exe(*args)
 
+    @staticmethod
+    def _rounds(t0: int, lrs):
+        lrs = jnp.asarray(lrs)
+        ts = jnp.arange(lrs.shape[-1], dtype=jnp.int32) + jnp.asarray(t0, jnp.int32)
+        return lrs, ts
+
     def init(self, keys, layout: Layout):
+        """The initial state of every node (``keys``: one PRNG key per node)."""
         return self._call("init", self._init_impl, keys, layout)
 
-    def run_rounds(self, state, key, lrs, mixing, layout, active, nbrs: Neighbours | None = None):
-        """Run ``len(lrs)`` rounds; return the new state and key and a per-round finite flag."""
-        lrs = jnp.asarray(lrs)
-        args = (state, key, lrs, mixing, layout, active, nbrs)
-        return self._call("chunk", self._chunk_impl, *args)
+    def run_chunk(self, carry: Carry, inputs: RoundInputs, layout: Layout, t0: int, lrs):
+        """Rounds ``t0 .. t0 + len(lrs) − 1`` of one run: ``(carry, finite (T,), messages
+        sent per node (N,), simulated seconds)``, the last two summed over the rounds."""
+        lrs, ts = self._rounds(t0, lrs)
+        return self._call("chunk", self._chunk_impl, carry, inputs, layout, lrs, ts)
 
-    def run_dynamic_rounds(self, state, key, lrs, t0, layout, active, nbrs, arr, ns):
-        """Run rounds ``t0 .. t0 + len(lrs) − 1`` with the network process; return the new
-        state, key, finite flags, network state, messages sent per node and simulated
-        seconds (both summed over these rounds)."""
-        lrs = jnp.asarray(lrs)
-        ts = jnp.arange(len(lrs), dtype=jnp.int32) + jnp.asarray(t0, jnp.int32)
-        args = (state, key, lrs, ts, layout, active, nbrs, arr, ns)
-        return self._call("dyn_chunk", self._dyn_chunk_impl, *args)
+    def run_chunk_batch(
+        self, carry: Carry, inputs: RoundInputs, layout: Layout, t0: int, lrs, *, shared_layout
+    ):
+        """:meth:`run_chunk` of B runs at once: every leaf of ``carry``, ``inputs`` and
+        ``lrs`` (B, T) has a leading run axis, ``layout`` too unless ``shared_layout``."""
+        lrs, ts = self._rounds(t0, lrs)
+        lay = None if shared_layout else 0
+        fn = jax.vmap(self._chunk_impl, in_axes=(0, 0, lay, 0, None))
+        return self._call(f"chunk_batch{lay}", fn, carry, inputs, layout, lrs, ts)
 
     def evaluate(self, state, layout, active, borrow=None) -> dict[str, np.ndarray]:
+        """Per-node test score and train loss, consensus distance, unseen nodes' scores."""
         out = self._call("eval", self._eval_impl, state, layout, active, borrow)
         return {k: np.asarray(v) for k, v in out.items()}
+
+    def evaluate_batch(self, state, layout, active, borrow, *, shared_layout):
+        """:meth:`evaluate` of B runs at once (leading run axis, as in run_chunk_batch)."""
+        lay = None if shared_layout else 0
+        fn = jax.vmap(self._eval_impl, in_axes=(0, lay, 0, 0))
+        out = self._call(f"eval_batch{lay}", fn, state, layout, active, borrow)
+        return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _rows(mask, a):
+    """A node mask (N,) broadcast against a leaf (N, ...)."""
+    return mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim))

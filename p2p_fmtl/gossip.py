@@ -7,8 +7,8 @@
   padded with zero-weight self entries) and their weights, and
   ``X_i ← Σ_k w_ik X[s_ik]`` is one gather-multiply-reduce that XLA fuses, so the
   ``(N·K, ...)`` messages are never written to memory (cost N·K·P; for large sparse
-  graphs).  An edge list ``(senders, receivers, weights)`` with ``segment_sum`` is the
-  general form (the network process builds those per round).
+  graphs).  The network process builds one such table per round
+  (:mod:`p2p_fmtl.netsim`).
 
 The weights are *data* passed to the compiled round, never compile-time constants,
 so changing the graph (same N and edge count) or its weights does not recompile.
@@ -25,12 +25,12 @@ import numpy as np
 
 
 class Mixing(NamedTuple):
-    """Arrays of a mixing operator (a pytree: pass it to jitted code as data)."""
+    """Arrays of a mixing operator (a pytree: pass it to jitted code as data): a dense
+    ``W`` or a neighbour table (senders and weights per receiver)."""
 
-    dense: jax.Array | None  # (N, N) or None
-    senders: jax.Array | None  # (E,) edge list, or (N, K) neighbour table
-    receivers: jax.Array | None  # (E,) edge list, or None for a neighbour table
-    weights: jax.Array | None  # (E,) or (N, K)
+    dense: jax.Array | None = None  # (N, N)
+    senders: jax.Array | None = None  # (N, K) neighbour table
+    weights: jax.Array | None = None  # (N, K)
 
 
 def choose_operator(n: int, nnz: int, operator: str = "auto") -> str:
@@ -51,7 +51,7 @@ def make_mixing(senders, receivers, weights, n: int, operator: str = "auto"):
     if kind == "dense":
         W = np.zeros((n, n), np.float32)
         np.add.at(W, (np.asarray(receivers), np.asarray(senders)), np.asarray(weights))
-        return kind, Mixing(jnp.asarray(W), None, None, None)
+        return kind, Mixing(jnp.asarray(W))
     receivers = np.asarray(receivers, np.int64)
     senders = np.asarray(senders, np.int64)
     indeg = np.bincount(receivers, minlength=n)
@@ -63,7 +63,7 @@ def make_mixing(senders, receivers, weights, n: int, operator: str = "auto"):
     w = np.zeros((n, k), np.float32)  # ... with weight 0
     table[receivers[order], slot] = senders[order]
     w[receivers[order], slot] = np.asarray(weights)[order]
-    return kind, Mixing(None, jnp.asarray(table, jnp.int32), None, jnp.asarray(w))
+    return kind, Mixing(None, jnp.asarray(table, jnp.int32), jnp.asarray(w))
 
 
 def mix(tree, op: Mixing):
@@ -79,16 +79,7 @@ def mix(tree, op: Mixing):
             out = out + op.weights[:, k].reshape(shape) * x[op.senders[:, k]]
         return out.astype(x.dtype)
 
-    def sparse(x):
-        n = x.shape[0]
-        w = op.weights.reshape((-1,) + (1,) * (x.ndim - 1))
-        msgs = w * x[op.senders]
-        return jax.ops.segment_sum(msgs, op.receivers, num_segments=n).astype(x.dtype)
-
-    if op.receivers is None:
-        return jax.tree.map(table, tree)
-
-    return jax.tree.map(sparse, tree)
+    return jax.tree.map(table, tree)
 
 
 class Neighbours(NamedTuple):

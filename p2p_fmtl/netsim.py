@@ -1,55 +1,61 @@
-"""Network realism inside the compiled round: schedules, faults, stragglers, compression.
+"""The network process: who is alive, which links carry messages, and this round's W.
 
-Everything is masks and re-weighting on fixed-shape arrays, drawn from the round's PRNG
-key, so a whole run still scans over rounds with no Python loop over nodes or edges.
+A run's network is a *process* drawn inside the compiled round from the round's PRNG key:
+masks and re-weighting on fixed-shape arrays, never a Python loop over nodes or edges.
+The static graph is its trivial case: with a static schedule and nothing lost, every
+round uses the one mixing matrix built from ``topology.mixing`` (and costs nothing more).
 
 **Candidate edges.**  A network is a padded list of undirected candidate edges
-``(u_e, v_e)``; graph ``p`` of a schedule marks its edges with ``valid[p, e]`` and
-carries its mixing-rule weights ``weights[p, e]``.  Padding edges are ``(0, 0)`` and
-never valid.  In round t:
+``(u_e, v_e)``; graph ``p`` of a schedule marks its edges with ``valid[p, e]`` and carries
+its mixing-rule weights ``weights[p, e]``.  The last edge is padding: ``(0, 0)``, never
+valid.  A neighbour table over the candidates (``index[i, k]``, the neighbour in slot k
+of node i, and ``edge[i, k]``, the candidate edge of that slot; padding slots point at
+the node itself and the padding edge) serves both the sparse gossip operator and the
+algorithms that read their neighbours' models one by one.  In round t:
 
 1. **nodes**: a node is *alive* when it is a training node, not away on churn
    (``faults.churn``: a live node leaves with this probability per round and stays away
    ``faults.churn_rounds`` rounds, then returns with its stale model) and not dropped
    this round (``faults.node_drop``).  Dead nodes neither train nor send nor receive.
-2. **edges**: ``alive_e = valid[p(t), e] ∧ alive(u_e) ∧ alive(v_e)``, minus dropped
-   links (``faults.link_drop``, independently per edge and round); the
-   ``random_matching`` schedule then keeps a random matching of the alive edges and
-   ``resample`` keeps each candidate pair with probability ``topology.resample_p``.
-3. **weights** on the live subgraph, ``faults.reweight``:
-   ``metropolis`` (default): ``w_e = 1 / (1 + max(d_u, d_v))`` with live degrees d;
-   ``self``: the configured rule's weight ``weights[p, e]`` if alive, 0 otherwise.
-   Either way ``W_ii = 1 − Σ_{e∋i} w_e``, so every round's W is symmetric, non-negative
-   and doubly stochastic, with dead links and dead nodes' rows zero off the diagonal.
+2. **edges**: ``alive_e = valid[p(t), e] ∧ alive(u_e) ∧ alive(v_e)``, minus dropped links
+   (``faults.link_drop``, independently per edge and round); ``random_matching`` then
+   keeps a random matching of the alive edges and ``resample`` keeps each candidate pair
+   with probability ``topology.resample_p``.
+3. **weights** of the round's graph (``faults.reweight``): ``rule`` (default) recomputes
+   the topology's mixing rule on the live subgraph (metropolis ``1/(1 + max(d_u, d_v))``,
+   lazy_metropolis half of it, max_degree and uniform ``1/(1 + max_i d_i)``, with live
+   degrees d); ``metropolis`` uses Metropolis weights whatever the rule; ``self`` keeps
+   the rule's weight ``weights[p, e]`` on live edges and moves lost weight to the
+   diagonal.  In every case ``W_ii = 1 − Σ_{e∋i} w_e``, so every round's W is symmetric,
+   non-negative and doubly stochastic, and dead links and dead nodes' rows are zero off
+   the diagonal.  A round where nothing is lost has exactly the rule's weights.
 
-**Schedules** (``topology.schedule``): ``static`` (the graph every round),
-``random_matching`` (a fresh random matching of the graph's edges each round: three
-rounds of Luby's local-maximum rule, so nearly maximal; matched pairs average),
-``resample`` (a fresh G(n, p) each round), ``list`` (``topology.graphs`` cycled),
-``one_peer_exponential`` (node i averages with node ``i − 2^(t mod ⌈log2 n⌉)``: directed,
-doubly stochastic, exact averaging in log2 n rounds when n is a power of two; under
-faults a receiver that hears nothing keeps its own model, so rows still sum to one).
+**Schedules** (``topology.schedule``): ``static``; ``random_matching`` (a fresh random
+matching of the graph's edges each round: three rounds of Luby's local-maximum rule, so
+nearly maximal); ``resample`` (a fresh G(n, p) each round); ``list`` (``topology.graphs``
+cycled); ``one_peer_exponential`` (node j sends to node ``j + 2^(t mod ⌈log2 n⌉)``, Ying
+et al. 2021; exact averaging in log2 n rounds when n is a power of two).
 
-**Asynchronous gossip** (``algorithm.gossip = "pairwise"``): instead of one synchronous
-W, ``algorithm.gossip_ticks`` ticks per round, each averaging the two ends of one
-uniformly random live edge (Boyd et al. 2006); everyone else keeps its model.
+**Directed rounds and push-sum.**  One-peer exponential rounds are directed:
+``W = ½(I + P)`` with P a shift, doubly stochastic but not symmetric.  When a message is
+lost (a dead sender or receiver, a dropped link) the sender keeps what it could not
+deliver, so W stays *column* stochastic (``W_jj = 1 − ½·ok_j``, ``W_{j+h, j} = ½·ok_j``)
+but its rows no longer sum to one.  The gossip exchange then runs push-sum
+(Kempe et al. 2003; stochastic gradient push, Assran et al. 2019): every node also
+carries a weight ``y_i`` (1 at the start), mixes ``y·z`` and ``y`` with W and keeps the
+de-biased ``z = (W(y·z)) / (W y)``.  ``Σ_i y_i z_i`` and ``Σ_i y_i = N`` are preserved, so
+the nodes still reach the true average of the starting values.  Without losses
+``y ≡ 1`` and nothing changes.
 
 **Stragglers** (``faults.straggler``): that fraction of nodes, each round, does only a
 fraction ``U(a, b)`` of its local work (``faults.straggler_work = [a, b]``; MOCHA's
 systems-heterogeneity model): its step count is ``ceil(f · steps)``.
 
-**Compression** (``compression.name``): with ``method = "choco"`` (Koloskova et al.
-2019) every node keeps a public copy x̂ its neighbours track; per gossip round
-``q_i = C(x_i − x̂_i)``, ``x̂ ← x̂ + q``, ``x ← x + γ (W x̂ − x̂)``.  ``method = "plain"``
-mixes compressed models, ``x_i ← W_ii x_i + Σ_{j≠i} W_ij C(x_j)`` — it does not converge
-to the average; with ``error_feedback`` it becomes DeepSqueeze (Tang et al. 2019):
-``v = x + e``, ``q = C(v)``, ``e ← v − q``, ``x ← x + γ (W q − q)``.
-
-**Ledger**: every message a node sends (one per live out-edge per gossip round, one per
-tick end for pairwise gossip) is counted on device; bytes = messages × the compressor's
-encoded message size (:mod:`p2p_fmtl.compress`).  **Simulated time** (``[cost]``): a
-round lasts ``max_i (f_i · samples_i · compute_s_per_sample + m_i · bytes / bandwidth
-+ latency · [m_i > 0])`` over live nodes, m_i the node's messages that round.
+**Simulated time** (``[cost]``): a round lasts ``max_i (f_i · samples_i ·
+compute_s_per_sample + m_i · bytes / bandwidth + latency · [m_i > 0])`` over live nodes,
+with samples_i the samples its local work processes (times its copies of local work,
+e.g. D-EM's M components) and m_i the messages it sent that round (counted by the
+exchange, :mod:`p2p_fmtl.exchange`).
 """
 
 from __future__ import annotations
@@ -64,83 +70,99 @@ import numpy as np
 from .gossip import Mixing
 
 SCHEDULES = ("static", "random_matching", "one_peer_exponential", "resample", "list")
-UNDIRECTED = ("static", "random_matching", "resample", "list")
+DIRECTED = ("one_peer_exponential",)
+LOCAL_RULES = ("metropolis", "lazy_metropolis", "max_degree", "uniform")
 MATCHING_ITERS = 3
 
 
-class Dynamics(NamedTuple):
+class Process(NamedTuple):
     """The static description of a run's network process (it fixes the program)."""
 
     schedule: str = "static"
-    reweight: str = "metropolis"
+    reweight: str = "rule"  # rule | metropolis | self
+    rule: str = "metropolis"  # topology.mixing, recomputed on live subgraphs by "rule"
     node_drop: bool = False
     link_drop: bool = False
     churn: bool = False
     straggler: bool = False
-    gossip: str = "sync"
-    ticks: int = 1
-    every: int = 1
     dense: bool = True
-    compression: str = "none"
-    method: str = "choco"
-    error_feedback: bool = False
-    ratio: float = 0.1
-    levels: int = 7
-    dtype: str = "float32"
-    cost: bool = False
     period: int = 1
 
     @property
-    def compressed(self) -> bool:
-        return self.compression != "none" or self.dtype != "float32"
-
-    @property
-    def faulty(self) -> bool:
+    def lossy(self) -> bool:
+        """Messages can be lost: nodes go down or links drop."""
         return self.node_drop or self.link_drop or self.churn
 
     @property
+    def changing(self) -> bool:
+        """W changes from round to round (a schedule, or losses)."""
+        return self.schedule != "static" or self.lossy
+
+    @property
+    def directed(self) -> bool:
+        return self.schedule in DIRECTED
+
+    @property
+    def push_sum(self) -> bool:
+        """Directed rounds that can lose messages: W is only column stochastic."""
+        return self.directed and self.lossy
+
+    @property
     def trivial(self) -> bool:
-        """Nothing to simulate: the engine's plain fixed-W round is exact."""
-        return (
-            self.schedule == "static"
-            and not self.faulty
-            and not self.straggler
-            and self.gossip == "sync"
-            and self.every == 1
-            and not self.compressed
-            and not self.cost
-        )
+        """The static graph, nothing lost, every node does all of its work."""
+        return not self.changing and not self.straggler
+
+
+class Rates(NamedTuple):
+    """Rates of the process (data: sweeping them does not recompile)."""
+
+    node_drop: Any
+    link_drop: Any
+    churn: Any
+    straggler: Any
+    work_lo: Any
+    work_hi: Any
+    resample_p: Any
+    churn_rounds: Any  # int32
+
+
+class CostModel(NamedTuple):
+    compute_s_per_sample: Any
+    bandwidth_bytes_per_s: Any
+    latency_s: Any
 
 
 class NetArrays(NamedTuple):
-    """The data of the network process (arrays: changing them does not recompile)."""
+    """The data of the network: candidate edges, their neighbour table, rates, costs."""
 
-    u: jax.Array  # (E,) int32
-    v: jax.Array  # (E,) int32
-    valid: jax.Array  # (P, E) bool
-    weights: jax.Array  # (P, E) float32
-    rates: jax.Array  # (8,) node_drop, link_drop, churn, straggler, lo, hi, resample_p, gamma
-    churn_rounds: jax.Array  # () int32
-    nbr_edge: Any  # (N, K) int32 edge id of each neighbour-table slot, or None
-    samples: jax.Array  # (N,) float32 samples processed per round at full work
-    cost: jax.Array  # (4,) compute_s_per_sample, bandwidth_bytes_per_s, latency_s, msg_bytes
+    u: Any  # (E,) int32
+    v: Any  # (E,) int32
+    valid: Any  # (P, E) bool
+    weights: Any  # (P, E) float32, the rule's weights of graph p
+    index: Any  # (N, K) int32 neighbour of each slot (padding: the node itself)
+    edge: Any  # (N, K) int32 candidate edge of each slot (padding: the padding edge)
+    rates: Rates
+    cost: CostModel
+    samples: Any  # (N,) float32 samples a node's full local work processes per round
 
 
-class NetState(NamedTuple):
-    """What the network process carries across rounds (and checkpoints)."""
+class StaticNet(NamedTuple):
+    """The static graph's mixing: used every round when nothing changes."""
 
-    away_until: jax.Array  # (N,) int32: churned-out node is away while t < away_until
-    public: Any  # CHOCO public copies x̂ / DeepSqueeze errors e (tree like shared), or None
+    mixing: Mixing
+    self_weight: Any  # (N,) W_ii
+    sends: Any  # (N,) int32 messages a node sends in one gossip with W
 
 
 class RoundNet(NamedTuple):
-    alive: jax.Array  # (N,) bool
-    edge_alive: jax.Array  # (E,) bool
+    alive: Any  # (N,) bool
     mixing: Mixing  # this round's W
-    self_weight: jax.Array  # (N,) W_ii
-    msgs: jax.Array  # (N,) int32 messages each node sends this round (sync gossip)
+    self_weight: Any  # (N,) W_ii
+    sends: Any  # (N,) int32 messages each node sends in a gossip with this W
+    edge_alive: Any  # (E,) bool candidate edges that carry messages this round
+    edge_w: Any  # (E,) float32 this round's W on each candidate edge
     budget: Any  # (N,) float32 fraction of local work, or None
-    away_until: jax.Array
+    away_until: Any
 
 
 # --------------------------------------------------------------------------- building
@@ -151,11 +173,11 @@ def pad_pow2(k: int) -> int:
 def candidate_edges(edge_sets: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int):
     """Union of undirected edge sets ``(u, v, w)`` (u < v) as padded candidate arrays.
 
-    Returns ``u, v (E,)``, ``valid, weights (P, E)``; E is padded to a power of two so
-    graphs with similar edge counts share compiled programs.
+    Returns ``u, v (E,)``, ``valid, weights (P, E)``.  E is a power of two with at least
+    one padding edge (the last), so graphs with similar edge counts share programs.
     """
     keys = np.unique(np.concatenate([u * n + v for u, v, _ in edge_sets] or [np.zeros(0, int)]))
-    e = pad_pow2(max(len(keys), 1))
+    e = pad_pow2(len(keys) + 1)
     u = np.zeros(e, np.int64)
     v = np.zeros(e, np.int64)
     u[: len(keys)], v[: len(keys)] = keys // n, keys % n
@@ -168,6 +190,30 @@ def candidate_edges(edge_sets: list[tuple[np.ndarray, np.ndarray, np.ndarray]], 
     return u, v, valid, weights
 
 
+def candidate_table(u: np.ndarray, v: np.ndarray, valid: np.ndarray, n: int):
+    """The neighbour table of the candidate edges: ``index, edge (N, K)``.
+
+    Slots of node i list the other ends of its candidate edges in increasing order;
+    K is the largest candidate degree rounded up to a power of two; padding slots
+    point at the node itself and at the padding edge (the last, never valid).
+    """
+    real = np.flatnonzero(valid.any(axis=0))
+    i = np.concatenate([u[real], v[real]])
+    j = np.concatenate([v[real], u[real]])
+    e = np.concatenate([real, real])
+    order = np.lexsort((j, i))
+    i, j, e = i[order], j[order], e[order]
+    counts = np.bincount(i, minlength=n)
+    k = pad_pow2(max(int(counts.max()) if len(i) else 0, 1))
+    starts = np.cumsum(counts) - counts
+    slot = np.arange(len(i)) - starts[i]
+    index = np.tile(np.arange(n, dtype=np.int64)[:, None], (1, k))
+    edge = np.full((n, k), len(u) - 1, np.int64)
+    index[i, slot] = j
+    edge[i, slot] = e
+    return index, edge
+
+
 def undirected(senders, receivers, weights):
     """The u < v half of a symmetric edge list (self-loops dropped)."""
     s, r, w = (np.asarray(a) for a in (senders, receivers, weights))
@@ -178,15 +224,6 @@ def undirected(senders, receivers, weights):
 def all_pairs(n: int):
     u, v = np.triu_indices(n, k=1)
     return u.astype(np.int64), v.astype(np.int64), np.zeros(len(u))
-
-
-def edge_ids(u: np.ndarray, v: np.ndarray, n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Candidate-edge id of each directed pair (i, j) (which must be a candidate edge)."""
-    real = u != v
-    keys = np.where(real, u * n + v, -1)
-    order = np.argsort(keys)
-    a, b = np.minimum(i, j), np.maximum(i, j)
-    return order[np.searchsorted(keys[order], a * n + b)]
 
 
 # --------------------------------------------------------------------------- one round
@@ -213,131 +250,144 @@ def random_matching(edge_alive, u, v, key, n: int):
     return chosen
 
 
-def metropolis_weights(edge_alive, u, v, n: int):
+def rule_weights(rule: str, edge_alive, u, v, n: int):
+    """The mixing rule's edge weights on the subgraph of the alive edges."""
     a = edge_alive.astype(jnp.float32)
     deg = _segment_sum(a, u, n) + _segment_sum(a, v, n)
-    return a / (1.0 + jnp.maximum(deg[u], deg[v]))
+    if rule == "metropolis":
+        return a / (1.0 + jnp.maximum(deg[u], deg[v]))
+    if rule == "lazy_metropolis":
+        return 0.5 * a / (1.0 + jnp.maximum(deg[u], deg[v]))
+    if rule in ("max_degree", "uniform"):  # uniform = max-degree weights on regular graphs
+        return a / (1.0 + jnp.max(deg))
+    raise ValueError(f"no on-device weights for mixing rule {rule!r}")  # pragma: no cover
 
 
-def _operator(dense: bool, n: int, s, r, w, self_w) -> Mixing:
+def _table_mixing(self_w, index, nbr_w) -> Mixing:
+    n = self_w.shape[0]
+    senders = jnp.concatenate([jnp.arange(n, dtype=jnp.int32)[:, None], index], axis=1)
+    return Mixing(None, senders, jnp.concatenate([self_w[:, None], nbr_w], axis=1))
+
+
+def _dense_mixing(self_w, rows, cols, w) -> Mixing:
+    n = self_w.shape[0]
+    return Mixing(jnp.zeros((n, n), jnp.float32).at[rows, cols].add(w) + jnp.diag(self_w))
+
+
+def _one_peer(proc: Process, t, alive, link_ok):
+    """Node j sends half of its value to j + 2^(t mod period) when the message arrives."""
+    n = alive.shape[0]
     ar = jnp.arange(n, dtype=jnp.int32)
-    if dense:
-        W = jnp.zeros((n, n), jnp.float32).at[r, s].add(w)
-        return Mixing(W + jnp.diag(self_w), None, None, None)
-    return Mixing(
-        None,
-        jnp.concatenate([s, ar]).astype(jnp.int32),
-        jnp.concatenate([r, ar]).astype(jnp.int32),
-        jnp.concatenate([w, self_w]).astype(jnp.float32),
-    )
+    hop = jnp.left_shift(1, t % proc.period)
+    dst, src = (ar + hop) % n, (ar - hop) % n
+    ok = alive & alive[dst] & link_ok  # ok[j]: j's message to j + hop arrives
+    self_w = 1.0 - 0.5 * ok.astype(jnp.float32)  # a sender keeps what it did not deliver
+    in_w = 0.5 * ok[src].astype(jnp.float32)  # node i receives from i − hop
+    if proc.dense:
+        mixing = _dense_mixing(self_w, ar, src, in_w)
+    else:
+        mixing = _table_mixing(self_w, src[:, None], in_w[:, None])
+    return mixing, self_w, ok.astype(jnp.int32)
 
 
-def round_network(dyn: Dynamics, arr: NetArrays, t, key, away_until, active) -> RoundNet:
-    """This round's live nodes and edges, mixing operator, messages and work budgets."""
+def round_network(proc: Process, static: StaticNet, arr: NetArrays, t, key, away_until, active):
+    """This round's live nodes and edges, W, messages per gossip and work budgets."""
+    if proc.trivial:
+        return RoundNet(
+            active,
+            static.mixing,
+            static.self_weight,
+            static.sends,
+            arr.valid[0],
+            arr.weights[0],
+            None,
+            away_until,
+        )
     n = active.shape[0]
     k_churn, k_drop, k_res, k_link, k_match, k_str, k_frac = jax.random.split(key, 7)
     r = arr.rates
     alive = active
-    if dyn.churn:
+    if proc.churn:
         present = t >= away_until
-        leave = present & active & (jax.random.uniform(k_churn, (n,)) < r[2])
-        away_until = jnp.where(leave, t + arr.churn_rounds, away_until)
+        leave = present & active & (jax.random.uniform(k_churn, (n,)) < r.churn)
+        away_until = jnp.where(leave, t + r.churn_rounds, away_until)
         alive = alive & (t >= away_until)
-    if dyn.node_drop:
-        alive = alive & (jax.random.uniform(k_drop, (n,)) >= r[0])
+    if proc.node_drop:
+        alive = alive & (jax.random.uniform(k_drop, (n,)) >= r.node_drop)
     budget = None
-    if dyn.straggler:
-        slow = jax.random.uniform(k_str, (n,)) < r[3]
-        frac = jax.random.uniform(k_frac, (n,), minval=r[4], maxval=r[5])
+    if proc.straggler:
+        slow = jax.random.uniform(k_str, (n,)) < r.straggler
+        frac = jax.random.uniform(k_frac, (n,), minval=r.work_lo, maxval=r.work_hi)
         budget = jnp.where(slow, frac, 1.0).astype(jnp.float32)
+    if not proc.changing:
+        return RoundNet(
+            alive,
+            static.mixing,
+            static.self_weight,
+            static.sends,
+            arr.valid[0],
+            arr.weights[0],
+            budget,
+            away_until,
+        )
 
-    if dyn.schedule == "one_peer_exponential":
-        hop = jnp.left_shift(1, t % dyn.period)
-        ar = jnp.arange(n, dtype=jnp.int32)
-        src = (ar - hop) % n
-        ok = alive & alive[src]
-        if dyn.link_drop:
-            ok = ok & (jax.random.uniform(k_link, (n,)) >= r[1])
-        w = 0.5 * ok.astype(jnp.float32)
-        self_w = 1.0 - w
-        msgs = _segment_sum(ok.astype(jnp.int32), src, n)
-        op = _operator(dyn.dense, n, src, ar, w, self_w)
-        return RoundNet(alive, ok, op, self_w, msgs, budget, away_until)
+    if proc.directed:
+        link_ok = jnp.ones((n,), bool)
+        if proc.link_drop:
+            link_ok = jax.random.uniform(k_link, (n,)) >= r.link_drop
+        mixing, self_w, sends = _one_peer(proc, t, alive, link_ok)
+        no_edges = jnp.zeros(arr.u.shape, bool)
+        return RoundNet(
+            alive, mixing, self_w, sends, no_edges, no_edges.astype(jnp.float32), budget, away_until
+        )
 
-    p = t % dyn.period if dyn.schedule == "list" else 0
+    p = t % proc.period if proc.schedule == "list" else 0
     e_alive = arr.valid[p] & alive[arr.u] & alive[arr.v]
-    if dyn.schedule == "resample":
-        e_alive = e_alive & (jax.random.uniform(k_res, e_alive.shape) < r[6])
-    if dyn.link_drop:
-        e_alive = e_alive & (jax.random.uniform(k_link, e_alive.shape) >= r[1])
-    if dyn.schedule == "random_matching":
+    if proc.schedule == "resample":
+        e_alive = e_alive & (jax.random.uniform(k_res, e_alive.shape) < r.resample_p)
+    if proc.link_drop:
+        e_alive = e_alive & (jax.random.uniform(k_link, e_alive.shape) >= r.link_drop)
+    if proc.schedule == "random_matching":
         e_alive = random_matching(e_alive, arr.u, arr.v, k_match, n)
-    if dyn.reweight == "metropolis" or dyn.schedule in ("random_matching", "resample"):
-        w = metropolis_weights(e_alive, arr.u, arr.v, n)
-    else:
+    if proc.reweight == "self":
         w = jnp.where(e_alive, arr.weights[p], 0.0)
+    else:
+        rule = "metropolis" if proc.reweight == "metropolis" else proc.rule
+        w = rule_weights(rule, e_alive, arr.u, arr.v, n)
     self_w = 1.0 - _segment_sum(w, arr.u, n) - _segment_sum(w, arr.v, n)
-    sends = (w > 0).astype(jnp.int32)
-    msgs = _segment_sum(sends, arr.u, n) + _segment_sum(sends, arr.v, n)
-    s = jnp.concatenate([arr.u, arr.v])
-    rcv = jnp.concatenate([arr.v, arr.u])
-    op = _operator(dyn.dense, n, s, rcv, jnp.concatenate([w, w]), self_w)
-    return RoundNet(alive, e_alive, op, self_w, msgs, budget, away_until)
+    nonzero = (w > 0).astype(jnp.int32)
+    sends = _segment_sum(nonzero, arr.u, n) + _segment_sum(nonzero, arr.v, n)
+    if proc.dense:
+        rows = jnp.concatenate([arr.v, arr.u])
+        cols = jnp.concatenate([arr.u, arr.v])
+        mixing = _dense_mixing(self_w, rows, cols, jnp.concatenate([w, w]))
+    else:
+        mixing = _table_mixing(self_w, arr.index, w[arr.edge])
+    return RoundNet(alive, mixing, self_w, sends, e_alive, w, budget, away_until)
 
 
-def masked_neighbours(nbrs, arr: NetArrays, rn: RoundNet):
-    """The neighbour table with dead links and dead nodes weighted 0 this round."""
-    ok = rn.edge_alive[arr.nbr_edge] & rn.alive[nbrs.index] & rn.alive[:, None]
-    return nbrs._replace(weights=nbrs.weights * ok)
-
-
-def pairwise_gossip(tree, arr: NetArrays, rn: RoundNet, key, ticks: int):
-    """``ticks`` sequential averagings of one uniformly random live edge each.
-
-    Returns the new tree and the messages each node sent (both ends send once per tick).
-    """
-    n = rn.alive.shape[0]
-    logits = jnp.where(rn.edge_alive, 0.0, -jnp.inf)
-    any_edge = jnp.any(rn.edge_alive)
-
-    def tick(carry, k):
-        x, msgs = carry
-        e = jax.random.categorical(k, logits)
-        a, b = arr.u[e], arr.v[e]
-
-        def avg(leaf):
-            m = 0.5 * (leaf[a] + leaf[b])
-            new = leaf.at[a].set(m).at[b].set(m)
-            return jnp.where(any_edge, new, leaf)
-
-        x = jax.tree.map(avg, x)
-        sent = jnp.zeros((n,), jnp.int32).at[a].add(1).at[b].add(1)
-        return (x, msgs + jnp.where(any_edge, sent, 0)), None
-
-    (tree, msgs), _ = jax.lax.scan(
-        tick, (tree, jnp.zeros((n,), jnp.int32)), jax.random.split(key, ticks)
-    )
-    return tree, msgs
-
-
-def round_seconds(arr: NetArrays, rn: RoundNet, msgs):
+def round_seconds(arr: NetArrays, rn: RoundNet, msgs, message_bytes):
     """The simulated duration of this round (see the module docs)."""
-    c, bw, lat, msg_bytes = arr.cost[0], arr.cost[1], arr.cost[2], arr.cost[3]
-    work = arr.samples * (1.0 if rn.budget is None else rn.budget) * c
-    comm = msgs * msg_bytes / bw + lat * (msgs > 0)
+    c = arr.cost
+    work = arr.samples * (1.0 if rn.budget is None else rn.budget) * c.compute_s_per_sample
+    comm = msgs * message_bytes / c.bandwidth_bytes_per_s + c.latency_s * (msgs > 0)
     return jnp.max(jnp.where(rn.alive, work + comm, 0.0))
 
 
 # --------------------------------------------------------------------------- analysis
-def round_matrices(dyn: Dynamics, arr: NetArrays, active, rounds: int, seed: int = 0):
-    """Dense W of ``rounds`` consecutive rounds (numpy, (T, N, N)): for tests and spectra."""
-    dyn = dyn._replace(dense=True)
+def round_matrices(
+    proc: Process, static: StaticNet, arr: NetArrays, active, rounds: int, seed: int = 0
+):
+    """Dense W of ``rounds`` consecutive rounds (numpy, (T, N, N)), with each round's
+    alive nodes and live candidate edges: for tests and spectra."""
+    proc = proc._replace(dense=True)
     n = active.shape[0]
+    static = static._replace(mixing=_as_dense(static.mixing, n))
 
     def one(carry, t):
         key, away = carry
         key, sub = jax.random.split(key)
-        rn = round_network(dyn, arr, t, sub, away, active)
+        rn = round_network(proc, static, arr, t, sub, away, active)
         return (key, rn.away_until), (rn.mixing.dense, rn.alive, rn.edge_alive)
 
     init = (jax.random.PRNGKey(seed), jnp.zeros((n,), jnp.int32))
@@ -347,20 +397,32 @@ def round_matrices(dyn: Dynamics, arr: NetArrays, active, rounds: int, seed: int
     return np.asarray(Ws, np.float64), np.asarray(alive), np.asarray(edges)
 
 
-def effective_gap(dyn: Dynamics, arr: NetArrays, active, samples: int = 200) -> float | None:
+def _as_dense(m: Mixing, n: int) -> Mixing:
+    if m.dense is not None:
+        return m
+    W = jnp.zeros((n, n), jnp.float32).at[jnp.arange(n)[:, None], m.senders].add(m.weights)
+    return Mixing(W)
+
+
+def effective_gap(
+    proc: Process, static: StaticNet, arr: NetArrays, active, *, pairwise_ticks: int = 0,
+    samples: int = 200,
+) -> float | None:
     """An effective spectral gap of a time-varying W.
 
     Deterministic periodic schedules (``list``, ``one_peer_exponential`` without
-    faults): ``1 − |λ₂(W_P ⋯ W_1)|^{1/P}``, the per-round rate over one period.  Random
-    ones: ``1 − λ₂(E[WᵀW])^{1/2}`` from ``samples`` sampled rounds, the rate at which
-    the mean squared distance to the average contracts.
+    losses): ``1 − |λ₂(W_P ⋯ W_1)|^{1/P}``, the per-round rate over one period.  Random
+    ones: ``1 − λ₂(E[WᵀW])^{1/2}`` from ``samples`` sampled rounds, the rate at which the
+    mean squared distance to the average contracts.  Pairwise gossip (``pairwise_ticks``
+    ticks per round): the closed form of Boyd et al. (2006).  ``None`` for push-sum rounds
+    (W is not doubly stochastic) and above 2,000 nodes.
     """
     n = int(active.shape[0])
-    if n > 2000:
+    if n > 2000 or proc.push_sum:
         return None
     act = np.asarray(active)
     idx = np.flatnonzero(act)
-    if dyn.gossip == "pairwise":  # one tick: W = I − (e_a − e_b)(e_a − e_b)ᵀ / 2, a projection
+    if pairwise_ticks:  # one tick: W = I − (e_a − e_b)(e_a − e_b)ᵀ / 2, a projection
         u, v, ok = (np.asarray(a) for a in (arr.u, arr.v, arr.valid[0]))
         L = np.zeros((n, n))
         np.add.at(L, (u[ok], v[ok]), -1.0)
@@ -368,20 +430,18 @@ def effective_gap(dyn: Dynamics, arr: NetArrays, active, samples: int = 200) -> 
         L[np.diag_indices(n)] = -L.sum(1)
         lam2 = np.sort(np.linalg.eigvalsh(L[np.ix_(idx, idx)]))[1]
         per_tick = 1.0 - lam2 / (2.0 * ok.sum())  # λ₂(E[WᵀW]) = λ₂(E[W])
-        return float(1.0 - per_tick ** (dyn.ticks / 2.0))
-    periodic = dyn.schedule in ("list", "one_peer_exponential") and not (
-        dyn.faulty or dyn.link_drop
-    )
+        return float(1.0 - per_tick ** (pairwise_ticks / 2.0))
+    periodic = proc.schedule in ("list", "one_peer_exponential") and not proc.lossy
     if periodic:
-        Ws, _, _ = round_matrices(dyn, arr, active, dyn.period)
+        Ws, _, _ = round_matrices(proc, static, arr, active, proc.period)
         P = np.eye(n)
         for W in Ws:
             P = W @ P
         P = P[np.ix_(idx, idx)]
         m = len(idx)
         ev = np.sort(np.abs(np.linalg.eigvals(P - np.ones((m, m)) / m)))[::-1]
-        return float(1.0 - ev[0] ** (1.0 / dyn.period))
-    Ws, _, _ = round_matrices(dyn, arr, active, samples)
+        return float(1.0 - ev[0] ** (1.0 / proc.period))
+    Ws, _, _ = round_matrices(proc, static, arr, active, samples)
     M = np.mean(np.einsum("tji,tjk->tik", Ws, Ws), axis=0)[np.ix_(idx, idx)]
     m = len(idx)
     ev = np.linalg.eigvalsh(M - np.ones((m, m)) / m)

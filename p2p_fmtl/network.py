@@ -221,47 +221,6 @@ def data_statistics(ds) -> np.ndarray:
     return np.stack(stats)
 
 
-def relation_weights(rule: str, net: Network, ds) -> np.ndarray:
-    """Relation weights a_ij on the directed training edges (see graph_mtl's docs)."""
-    i, j = net.src, net.dst
-    if rule in ("uniform", "learned"):  # "learned" starts uniform, then each node re-estimates
-        return np.ones(len(i))
-    if rule == "graph":
-        m = net.mixing
-        keys = m.receivers * net.n + m.senders
-        order = np.argsort(keys)
-        pos = order[np.searchsorted(keys[order], i * net.n + j)]
-        return m.weights[pos]
-    if rule == "similarity":
-        stats = data_statistics(ds)
-        d2 = ((stats[i] - stats[j]) ** 2).sum(1)
-        h2 = max(float(np.median(d2)), 1e-12) if len(d2) else 1.0
-        a = np.exp(-d2 / (2 * h2))
-        return a / a.mean() if len(a) else a
-    raise ConfigError(f"algorithm.relation: unknown {rule!r}")  # pragma: no cover
-
-
-def next_pow2(k: int) -> int:
-    return 1 << max(int(k) - 1, 0).bit_length()
-
-
-def neighbour_table(n: int, i: np.ndarray, j: np.ndarray, weights: np.ndarray):
-    """Padded (N, K) neighbour index and weight arrays from a sorted directed edge list.
-
-    K is the largest degree rounded up to a power of two, so graphs whose degrees stay
-    under the same bound share array shapes (and compiled programs).
-    """
-    counts = np.bincount(i, minlength=n)
-    k = next_pow2(max(int(counts.max()) if len(i) else 0, 1))
-    starts = np.cumsum(counts) - counts
-    slot = np.arange(len(i)) - starts[i]
-    index = np.tile(np.arange(n, dtype=np.int64)[:, None], (1, k))
-    w = np.zeros((n, k))
-    index[i, slot] = j
-    w[i, slot] = weights
-    return index, w
-
-
 # --------------------------------------------------------------------------- network process
 def schedule_graphs(cfg, n: int) -> list[nx.Graph]:
     """The graphs of ``topology.schedule = "list"``: builder names or edge-list files."""
@@ -296,17 +255,14 @@ def schedule_graphs(cfg, n: int) -> list[nx.Graph]:
 RESAMPLE_LIMIT = 4096  # nodes: the resample schedule draws over all n(n-1)/2 pairs
 
 
-def build_process(cfg, net: Network, work_samples: np.ndarray, msg_bytes: int, dense: bool):
-    """The static :class:`~p2p_fmtl.netsim.Dynamics` and numpy arrays of the run's network
-    process (schedules, faults, stragglers, compression, cost model)."""
-    from .netsim import Dynamics, all_pairs, candidate_edges, undirected
+def schedule_edge_sets(cfg, net: Network) -> tuple[list, int]:
+    """The undirected edge sets ``(u, v, w)`` (u < v, training nodes only) of the run's
+    graphs (one per graph of a ``list`` schedule), with the schedule's period."""
+    from .netsim import all_pairs, undirected
 
-    topo, alg, faults, comp, cost = (
-        cfg[s] for s in ("topology", "algorithm", "faults", "compression", "cost")
-    )
+    topo = cfg["topology"]
     n, schedule = net.n, topo["schedule"]
     train = ~net.holdout
-    period = 1
     if schedule == "list":
         sets = []
         for G in schedule_graphs(cfg, n):
@@ -317,8 +273,8 @@ def build_process(cfg, net: Network, work_samples: np.ndarray, msg_bytes: int, d
             u, v, w = undirected(s, r, w)
             keep = train[u] & train[v]
             sets.append((u[keep], v[keep], w[keep]))
-        period = len(sets)
-    elif schedule == "resample":
+        return sets, len(sets)
+    if schedule == "resample":
         if n > RESAMPLE_LIMIT:
             raise ConfigError(
                 f"topology.schedule: 'resample' draws over all node pairs; got topology.n = "
@@ -326,67 +282,126 @@ def build_process(cfg, net: Network, work_samples: np.ndarray, msg_bytes: int, d
             )
         u, v, w = all_pairs(n)
         keep = train[u] & train[v]
-        sets = [(u[keep], v[keep], w[keep])]
-    elif schedule == "one_peer_exponential":
-        sets = [(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))]
-        period = max(int(np.ceil(np.log2(max(n, 2)))), 1)
-    else:
-        sets = [undirected(*net.mixing)]
+        return [(u[keep], v[keep], w[keep])], 1
+    if schedule == "one_peer_exponential":
+        empty = np.zeros(0, np.int64)
+        return [(empty, empty, np.zeros(0))], max(int(np.ceil(np.log2(max(n, 2)))), 1)
+    if topo["mixing"] in SERVER_RULES:  # not symmetric: the graph's edges, no weights
+        src, dst = net.src, net.dst
+        keep = src < dst
+        return [(src[keep], dst[keep], np.zeros(int(keep.sum())))], 1
+    return [undirected(*net.mixing)], 1
+
+
+def build_process(
+    cfg, net: Network, work_samples: np.ndarray, dense: bool, exchange_reads_edges: bool = True
+):
+    """The static :class:`~p2p_fmtl.netsim.Process` of a run and its network's arrays
+    (numpy :class:`~p2p_fmtl.netsim.NetArrays`: candidate edges, their neighbour table,
+    rates and costs).
+
+    When nothing reads them (a static graph where nothing is lost, and an exchange that
+    gossips with the one W: not ``exchange_reads_edges``) the edge arrays are one padding
+    edge, so runs on different graphs of the same size keep the same shapes (batches).
+    """
+    from .netsim import CostModel, NetArrays, Process, Rates, candidate_edges, candidate_table
+
+    topo, faults, cost = (cfg[s] for s in ("topology", "faults", "cost"))
+    n = net.n
+    sets, period = schedule_edge_sets(cfg, net)
+    changing = topo["schedule"] != "static" or any(
+        faults[k] > 0 for k in ("node_drop", "link_drop", "churn")
+    )
+    if not (changing or exchange_reads_edges):
+        empty = np.zeros(0, np.int64)
+        sets = [(empty, empty, np.zeros(0))]
     u, v, valid, weights = candidate_edges(sets, n)
+    index, edge = candidate_table(u, v, valid, n)
     resample_p = topo["resample_p"]
-    if schedule == "resample" and resample_p == 0:
-        m = int(train.sum())
+    if topo["schedule"] == "resample" and resample_p == 0:
+        m = int((~net.holdout).sum())
         resample_p = (len(net.src) / 2) / max(m * (m - 1) / 2, 1)
     lo, hi = faults["straggler_work"]
-    dyn = Dynamics(
-        schedule=schedule,
+    process = Process(
+        schedule=topo["schedule"],
         reweight=faults["reweight"],
+        rule=topo["mixing"],
         node_drop=faults["node_drop"] > 0,
         link_drop=faults["link_drop"] > 0,
         churn=faults["churn"] > 0,
         straggler=faults["straggler"] > 0,
-        gossip=alg.get("gossip", "sync"),
-        ticks=alg.get("gossip_ticks", 1),
-        every=alg.get("gossip_every", 1),
         dense=dense,
-        compression=comp["name"],
-        method=comp["method"],
-        error_feedback=comp["error_feedback"],
-        ratio=comp["ratio"],
-        levels=comp["levels"],
-        dtype=comp["dtype"],
-        cost=cost["enabled"],
         period=period,
     )
-    rates = np.array(
-        [
-            faults["node_drop"],
-            faults["link_drop"],
-            faults["churn"],
-            faults["straggler"],
-            lo,
-            hi,
-            resample_p,
-            comp["gamma"],
-        ],
-        np.float32,
+    f32 = np.float32
+    rates = Rates(
+        *(f32(x) for x in (faults["node_drop"], faults["link_drop"], faults["churn"])),
+        f32(faults["straggler"]),
+        f32(lo),
+        f32(hi),
+        f32(resample_p),
+        np.int32(faults["churn_rounds"]),
     )
-    arrays = dict(
-        u=u,
-        v=v,
-        valid=valid,
-        weights=weights,
-        rates=rates,
-        churn_rounds=np.int32(faults["churn_rounds"]),
-        samples=np.asarray(work_samples, np.float32),
-        cost=np.array(
-            [
-                cost["compute_s_per_sample"],
-                cost["bandwidth_bytes_per_s"],
-                cost["latency_s"],
-                msg_bytes,
-            ],
-            np.float32,
-        ),
+    costs = CostModel(
+        f32(cost["compute_s_per_sample"]),
+        f32(cost["bandwidth_bytes_per_s"]),
+        f32(cost["latency_s"]),
     )
-    return dyn, arrays
+    arrays = NetArrays(
+        u.astype(np.int32),
+        v.astype(np.int32),
+        valid,
+        weights,
+        index.astype(np.int32),
+        edge.astype(np.int32),
+        rates,
+        costs,
+        np.asarray(work_samples, f32),
+    )
+    return process, arrays
+
+
+def static_mixing_facts(net: Network) -> tuple[np.ndarray, np.ndarray]:
+    """``(W_ii, messages a node sends in one gossip)`` of the static mixing weights: a
+    node sends to every other node whose row gives it a non-zero weight."""
+    m = net.mixing
+    diag = np.zeros(net.n)
+    self_loop = m.senders == m.receivers
+    np.add.at(diag, m.senders[self_loop], m.weights[self_loop])
+    off = ~self_loop & (m.weights != 0)
+    sends = np.bincount(m.senders[off], minlength=net.n)
+    return diag.astype(np.float32), sends.astype(np.int32)
+
+
+def relation_table(rule: str, net: Network, index: np.ndarray, edge: np.ndarray, ds, pad: int):
+    """Relation weights a_ij on the neighbour-table slots (``(N, K)``, 0 on padding).
+
+    ``mixing``: the mixing weight W_ij; ``uniform`` and ``learned`` (which starts uniform):
+    1; ``similarity``: exp(−‖s_i − s_j‖² / 2h²) of the data statistics s_i
+    (:func:`data_statistics`), h² the median over the edges, scaled to mean 1.
+    """
+    n = net.n
+    real = edge != pad
+    i = np.broadcast_to(np.arange(n)[:, None], index.shape)[real]
+    j = index[real]
+    out = np.zeros(index.shape)
+    if rule in ("uniform", "learned"):
+        out[real] = 1.0
+    elif rule == "mixing":
+        m = net.mixing
+        keys = m.receivers * n + m.senders
+        order = np.argsort(keys)
+        pos = np.searchsorted(keys[order], i * n + j)
+        found = pos < len(keys)
+        pos = np.minimum(pos, len(keys) - 1)
+        hit = found & (keys[order][pos] == i * n + j)
+        out[real] = np.where(hit, m.weights[order][pos], 0.0)
+    elif rule == "similarity":
+        stats = data_statistics(ds)
+        d2 = ((stats[i] - stats[j]) ** 2).sum(1)
+        h2 = max(float(np.median(d2)), 1e-12) if len(d2) else 1.0
+        a = np.exp(-d2 / (2 * h2))
+        out[real] = a / a.mean() if len(a) else a
+    else:  # pragma: no cover - Needs are checked when the config is loaded
+        raise ConfigError(f"algorithm.relation: unknown {rule!r}")
+    return out.astype(np.float32)

@@ -1,8 +1,10 @@
-"""``run(config) -> RunResult``: config → topology + data + model + algorithm → engine → results.
+"""``run(config) -> RunResult``: config → parts → engine rounds → results.
 
-:class:`Simulation` holds one prepared run (graph, packed data, compiled engine, state);
-:func:`run` drives it chunk by chunk with evaluations and a progress bar.  Benchmarks
-and other drivers use :class:`Simulation` directly.
+:func:`p2p_fmtl.assemble.assemble` builds a run's parts from its config (graph, packed
+data, model, algorithm, network process, exchange, compiled engine);
+:class:`Simulation` holds one prepared run (the parts and the carried state) and steps
+it; :func:`run` drives it chunk by chunk with evaluations, checkpoints and a progress
+bar.  Benchmarks and other drivers use :class:`Simulation` directly.
 """
 
 from __future__ import annotations
@@ -20,135 +22,19 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-import topologies
-
-from .algorithms import ALGORITHMS, Context, NodeData
-from .compress import tree_message_bytes
+from .assemble import Parts, assemble, build_graph, chunk_budget, usable_cpus  # noqa: F401
 from .config import Config, load_config
-from .data import FederatedDataset, PackedData, load_dataset, pack
-from .engine import Engine, Layout
+from .engine import Carry
 from .errors import ConfigError, DivergenceError, UserError
-from .gossip import Neighbours, make_mixing, num_values
-from .models import build_model
-from .netsim import Dynamics, NetArrays, NetState, edge_ids, effective_gap
-from .network import (
-    borrow_edges,
-    build_network,
-    build_process,
-    holdout_mask,
-    neighbour_table,
-    relation_weights,
-)
-from .optim import lr_schedule, make_optimizer
+from .gossip import num_values
+from .netsim import effective_gap
 from .results import RunResult, flatten_params
-from .tasks import make_task
-from .training import LocalWork
-
-BYTES_PER_VALUE = 4  # float32 on the wire
-
-# Engines (and so their compiled programs) are shared by runs whose computation is the
-# same: only data, topology weights, seeds and learning rates differ.
-_ENGINES: dict[str, Engine] = {}
-_DATA_FREE_KEYS = ("lr", "schedule", "milestones", "gamma", "lr_min", "init")
-
-
-def build_graph(cfg: Config):
-    """The graph of the ``[topology]`` section."""
-    t = cfg["topology"]
-    params = {k: t[k] for k in topologies.builder_params(t["name"]) if t.get(k) is not None}
-    try:
-        return topologies.build(t["name"], t["n"], seed=t["seed"], **params)
-    except topologies.TopologyError as e:
-        raise UserError(str(e)) from None
-
-
-def _engine_for(cfg: Config, shapes: list, build, dyn: Dynamics) -> Engine:
-    """The cached engine for this computation (so equal computations share compiled code)."""
-    alg = {k: v for k, v in cfg["algorithm"].items() if k not in _DATA_FREE_KEYS}
-    key = json.dumps([alg, cfg["model"], shapes, list(dyn)], sort_keys=True)
-    if key not in _ENGINES:
-        _ENGINES[key] = Engine(build(), dyn)
-    return _ENGINES[key]
-
-
-def _layout(packed: PackedData | None, n: int, devices: int = 1) -> Layout:
-    if packed is None:
-        return Layout((jnp.arange(n),), (None,), jnp.arange(n), devices=devices)
-    ids = np.concatenate([b.nodes for b in packed.buckets])
-    real = np.flatnonzero(ids >= 0)
-    inverse = np.empty(n, np.int64)
-    inverse[ids[real]] = real  # node -> its position in the concatenated buckets
-    # device_put, not jnp.asarray: on a CPU it can use the packed numpy buffers in place
-    # (no second copy of the data)
-    data = tuple(
-        NodeData(
-            *(
-                jax.device_put(a)
-                for a in (b.x_train, b.y_train, b.n_train, b.x_test, b.y_test, b.n_test)
-            ),
-            size_fraction=jax.device_put(b.size_fraction),
-        )
-        for b in packed.buckets
-    )
-    return Layout(
-        tuple(jnp.asarray(b.nodes, jnp.int32) for b in packed.buckets),
-        data,
-        jnp.asarray(inverse, jnp.int32),
-        chunks=packed.chunks,
-        devices=devices,
-    )
-
-
-def chunk_budget(run_cfg: Mapping[str, Any]) -> tuple[int, int]:
-    """``(chunk_bytes, node_chunk)`` for :func:`~p2p_fmtl.data.pack`; ``(0, 0)``: no chunks.
-    An explicit ``run.node_chunk`` turns chunks on unless ``run.chunking = "off"``.
-
-    ``run.chunking = "auto"`` turns chunks on for a CPU where every device has one core
-    (a pinned process, or ``run.devices`` = the usable cores): there they keep a chunk's
-    working set in cache (D-EM at 10,000 nodes: 0.46 against 0.79 s per round on one
-    core).  With several cores per device XLA splits every operation over threads, and
-    the many small per-chunk operations cost more than the cache saves (0.71 against
-    0.51 s); accelerators want whole buckets.
-    """
-    mode = run_cfg["chunking"]
-    if mode == "off":
-        return 0, 0
-    if run_cfg["node_chunk"] > 0:  # an explicit chunk size asks for chunks
-        return 0, run_cfg["node_chunk"]
-    if mode == "auto" and (jax.default_backend() != "cpu" or _usable_cpus() > run_cfg["devices"]):
-        return 0, 0
-    return run_cfg["chunk_kib"] * 1024, 0
-
-
-TRIM_ABOVE_BYTES = 256 << 20  # give the released dataset back to the system above this size
-
-
-def _trim_heap() -> None:
-    """Collect garbage and give freed heap memory back to the system (glibc's
-    ``malloc_trim``; a no-op elsewhere): the per-node arrays of a dataset are many
-    small allocations, and a dataset can sit in a reference cycle."""
-    import gc
-
-    gc.collect()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
 
 
 def _init_keys(key, n: int, mode: str):
     if mode == "identical":
         return jnp.broadcast_to(key, (n, *key.shape))
     return jax.random.split(key, n)
-
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def request_cpu_devices(k: int) -> None:
@@ -162,7 +48,7 @@ def request_cpu_devices(k: int) -> None:
     :meth:`Simulation._shard_arrays` then explains how.  Accelerators are unaffected
     (their devices come first).
     """
-    if k <= 1 or k > _usable_cpus() or jax.config.jax_num_cpu_devices >= k:
+    if k <= 1 or k > usable_cpus() or jax.config.jax_num_cpu_devices >= k:
         return
     try:
         jax.config.update("jax_num_cpu_devices", k)
@@ -178,195 +64,86 @@ class Simulation:
         self.cfg = cfg
         request_cpu_devices(cfg["run"]["devices"])
         self.t_start = time.perf_counter()
-        run_cfg, topo_cfg, alg_cfg = cfg["run"], cfg["topology"], cfg["algorithm"]
-        self.spec = spec = ALGORITHMS[alg_cfg["name"]]
-        G = build_graph(cfg)
-        n = self.n_nodes = G.number_of_nodes()
+        parts = self.parts = assemble(cfg)
+        self.engine, self.alg, self.spec = parts.engine, parts.alg, parts.spec
+        self.needs, self.process, self.exchange = parts.needs, parts.process, parts.exchange
+        self.task, self.holdout, self.metric = parts.task, parts.holdout, parts.metric
+        self.network, self.packed = parts.network, parts.packed
+        self.dataset_info = parts.dataset_info
+        self.gossip_operator, self.borrow = parts.gossip_operator, parts.borrow
+        self.inputs, self.layout = parts.inputs, parts.layout
+        self.setup_bytes, self.lrs = parts.setup_bytes, parts.lrs
+        n = self.n_nodes = parts.n
+        self.rounds = cfg["run"]["rounds"]
+        self.gossip_nnz = 0 if self.needs.exchange == "none" else len(self.network.mixing.weights)
 
-        # data, task, model, optimizer
-        # the dataset while the run is built; afterwards None (its arrays are released
-        # once packed) and its metadata stays in ``dataset_info``
-        self.dataset: FederatedDataset | None = None
-        self.packed: PackedData | None = None
-        task = model = optimizer = work = None
-        holdout = np.zeros(n, dtype=bool)
-        if spec.uses_data:
-            ds = self.dataset = load_dataset(cfg["data"], n)
-            if ds.num_nodes != n:
-                raise ConfigError(
-                    f"topology.n: got {n}, but data {cfg['data']['name']!r} has {ds.num_nodes} "
-                    f"nodes; allowed: {ds.num_nodes}"
-                )
-            chunk_bytes, node_chunk = chunk_budget(run_cfg)
-            self.packed = pack(
-                ds,
-                batch_size=alg_cfg.get("batch_size"),
-                bucketing=cfg["data"]["bucketing"],
-                max_buckets=cfg["data"]["max_buckets"],
-                rounds=run_cfg["rounds"],
-                copies=alg_cfg.get("components", 1),
-                chunk_bytes=chunk_bytes,
-                node_chunk=node_chunk,
-                devices=run_cfg["devices"],
-            )
-            task = make_task(
-                ds.task, ds.num_classes, cfg["model"]["loss"], heads=ds.info.get("heads")
-            )
-            model = build_model(cfg["model"], ds.feature_shape, task.out_dim)
-            holdout = holdout_mask(cfg["data"]["holdout_nodes"], n, run_cfg["seed"])
-        if spec.trains:
-            if cfg["model"].get("freeze_base") and alg_cfg["weight_decay"] > 0:
-                raise ConfigError(
-                    f"algorithm.weight_decay: got {alg_cfg['weight_decay']}, but "
-                    "model.freeze_base = true and decoupled weight decay would still shrink "
-                    "the frozen base; allowed: 0"
-                )
-            optimizer = make_optimizer(alg_cfg)
-            rng_size = int(self.packed.n_train.max()) if self.packed is not None else 0
-            work = LocalWork.from_config(alg_cfg, rng_size=rng_size)
-        self.task, self.holdout = task, holdout
-        self.metric = "acc" if task is None else task.metric
-
-        # network: training mixing weights (edge lists), operator, neighbours, borrow
-        n_train = None if self.packed is None else self.packed.n_train
-        net = self.network = build_network(G, topo_cfg["mixing"], holdout, n_train)
-        shapes = [
-            None
-            if task is None
-            else [
-                task.kind,
-                task.loss_name,
-                task.num_classes,
-                [[h["kind"], h["width"]] for h in task.heads],
-            ],
-            None if self.packed is None else list(self.packed.feature_shape),
-            None if work is None else work.rng_size,
-        ]
-        self.gossip_operator, self.mixing = make_mixing(*net.mixing, n, topo_cfg["operator"])
-        samples = np.zeros(n)
-        if work is not None and self.packed is not None:
-            per = (
-                work.epochs * self.packed.n_train
-                if work.epochs
-                else np.minimum(work.steps * work.batch_size, 10**12)
-            )
-            samples = per * alg_cfg.get("components", 1)
-        dyn, self._net_arrays = build_process(
-            cfg, net, samples, 0, dense=self.gossip_operator == "dense"
-        )
-        self.dyn = dyn
-        self.engine = _engine_for(
-            cfg, shapes, lambda: spec.build(Context(model, task, optimizer, work, alg_cfg)), dyn
-        )
-        alg = self.alg = self.engine.alg
-        self.gossip_nnz = int(len(net.mixing.weights)) if alg.communicates else 0
-        self.borrow = None
-        if holdout.any():
-            _, self.borrow = make_mixing(*borrow_edges(net), n, topo_cfg["operator"])
-        self.active = jnp.asarray(~holdout)
-        self.nbrs = None
-        self.setup_bytes = np.zeros(n, dtype=np.int64)
-        relation = alg_cfg.get("relation")
-        if relation is None and alg_cfg.get("aggregation") == "decoupled":
-            relation = "graph"  # D-SGD's decoupled mixing uses the gossip weights W_ij
-        if alg.inbox != "none" or alg.combine is not None:
-            a = relation_weights(relation or "uniform", net, self.dataset)
-            index, weights = neighbour_table(n, net.src, net.dst, a)
-            self.nbrs = Neighbours(jnp.asarray(index, jnp.int32), jnp.asarray(weights, jnp.float32))
-            if relation == "similarity":  # one exchange of each node's data statistics
-                values = int(np.prod(self.packed.feature_shape)) * max(task.num_classes, 1)
-                self.setup_bytes = net.degree * values * BYTES_PER_VALUE
-
-        self.layout = _layout(self.packed, n, run_cfg["devices"])
-        # the per-node arrays now live once, in the packed buckets the device arrays use:
-        # keep the dataset's metadata, release its arrays (half the memory of a large run)
-        self.dataset_info = {} if self.dataset is None else self.dataset.info
-        self.dataset = ds = None
-        if self.packed is not None and self.packed.nbytes > TRIM_ABOVE_BYTES:
-            _trim_heap()
-        self.rounds = rounds = run_cfg["rounds"]
-        self.lrs = np.zeros(max(rounds, 1), np.float32)
-        if spec.trains:
-            sched = lr_schedule(alg_cfg, rounds)
-            self.lrs = np.asarray([sched(t) for t in range(max(rounds, 1))], np.float32)
-
-        key = jax.random.PRNGKey(run_cfg["seed"])
-        k_init, self.key = jax.random.split(key)
+        key = jax.random.PRNGKey(cfg["run"]["seed"])
+        k_init, key = jax.random.split(key)
         self.compile_before = self.engine.compile_seconds
-        keys = _init_keys(k_init, n, alg_cfg.get("init", "independent"))
-        self.devices = run_cfg["devices"]
+        keys = _init_keys(k_init, n, cfg["algorithm"].get("init", "independent"))
+        self.devices = cfg["run"]["devices"]
         if self.devices > 1:
-            keys = self._shard_arrays(keys)
-        self.state = self.engine.init(keys, self.layout)
+            keys, key = self._shard_arrays(keys, key)
+        state = self.engine.init(keys, self.layout)
+
+        # the byte ledger: messages each node sent (counted on device where they cross an
+        # edge, by the exchange) × the encoded size of one message
+        message = self.engine.message(state)
+        self.shared_values = num_values(self.alg.shared(state))
+        self.msg_bytes = self.exchange.message_bytes(message)
+        self.inputs = self.inputs._replace(message_bytes=jnp.float32(self.msg_bytes))
+        away = jnp.zeros((n,), jnp.int32)
+        self.carry = Carry(state, key, away, self.exchange.init(message, n))
+        if self.devices > 1:
+            self.carry = self.carry._replace(
+                away_until=self._put(away), exchange=self._put(self.carry.exchange)
+            )
         self.round = 0
         self.train_seconds = 0.0
         self.diverged_at: int | None = None  # first round that left a non-finite value
-
-        # the byte ledger: messages each node sent (counted on device by the network
-        # process, or degree per round on the plain path) × the encoded message size
-        shared = alg.shared(self.state)
-        self.shared_values = num_values(shared)
-        comp = cfg["compression"]
-        self.msg_bytes = 0
-        if alg.communicates:
-            self.msg_bytes = tree_message_bytes(
-                shared,
-                comp["name"],
-                ratio=comp["ratio"],
-                levels=comp["levels"],
-                dtype=comp["dtype"],
-            )
         self.msgs_sent = np.zeros(n, dtype=np.int64)
         self.sim_time = 0.0
-        self.net_state = None
-        if not dyn.trivial:
-            self._net_arrays["cost"][3] = self.msg_bytes
-            self._prepare_process(net, shared)
         self.history: list[dict[str, Any]] = []
         self.last_eval: dict[str, np.ndarray] = {}
 
-    def _prepare_process(self, net, shared) -> None:
-        """Device arrays and initial state of the network process."""
-        arr = self._net_arrays
-        nbr_edge = None
-        if self.nbrs is not None:
-            ids = edge_ids(arr["u"], arr["v"], net.n, net.src, net.dst)
-            index, _ = neighbour_table(net.n, net.src, net.dst, ids.astype(np.float64))
-            table = np.zeros(index.shape, np.int64)
-            counts = np.bincount(net.src, minlength=net.n)
-            starts = np.cumsum(counts) - counts
-            table[net.src, np.arange(len(net.src)) - starts[net.src]] = ids
-            nbr_edge = jnp.asarray(table, jnp.int32)
-        self.net_arrays = NetArrays(
-            u=jnp.asarray(arr["u"], jnp.int32),
-            v=jnp.asarray(arr["v"], jnp.int32),
-            valid=jnp.asarray(arr["valid"]),
-            weights=jnp.asarray(arr["weights"], jnp.float32),
-            rates=jnp.asarray(arr["rates"]),
-            churn_rounds=jnp.asarray(arr["churn_rounds"], jnp.int32),
-            nbr_edge=nbr_edge,
-            samples=jnp.asarray(arr["samples"], jnp.float32),
-            cost=jnp.asarray(arr["cost"], jnp.float32),
-        )
-        dyn = self.dyn
-        public = None
-        if dyn.compressed and (dyn.method == "choco" or dyn.error_feedback):
-            public = jax.tree.map(jnp.zeros_like, shared)
-        self.net_state = NetState(jnp.zeros((net.n,), jnp.int32), public)
+    # the carried state, by name
+    @property
+    def state(self):
+        return self.carry.state
+
+    @state.setter
+    def state(self, value) -> None:
+        self.carry = self.carry._replace(state=value)
+
+    @property
+    def key(self):
+        return self.carry.key
+
+    @property
+    def active(self):
+        return self.inputs.active
 
     def effective_spectral_gap(self, samples: int = 200) -> float | None:
         """The schedule's effective gap (:func:`p2p_fmtl.netsim.effective_gap`)."""
-        if self.dyn.trivial:
+        ticks = getattr(self.exchange, "ticks", 0) if self.exchange.name == "pairwise" else 0
+        if self.process.trivial and not ticks:
             return self.network.spectral_gap
-        return effective_gap(self.dyn, self.net_arrays, self.active, samples)
+        return effective_gap(
+            self.process,
+            self.inputs.static,
+            self.inputs.net,
+            self.active,
+            pairwise_ticks=ticks,
+            samples=samples,
+        )
 
     # ------------------------------------------------------------------ devices
-    def _shard_arrays(self, init_keys):
+    def _shard_arrays(self, init_keys, key):
         """Shard the node axis over a 1-D mesh of ``run.devices`` devices.
 
-        Node-indexed arrays (keys, data buckets, dense mixing rows, neighbour tables, the
-        active mask) are split along their leading axis; everything else is replicated.
-        XLA's SPMD partitioner turns gossip across shards into collectives.
+        Node-indexed arrays (keys, data buckets, dense mixing rows, neighbour tables,
+        masks, per-node rates) are split along their leading axis; everything else is
+        replicated.  XLA's SPMD partitioner turns gossip across shards into collectives.
         """
         from jax.sharding import Mesh, NamedSharding
         from jax.sharding import PartitionSpec as P
@@ -382,21 +159,16 @@ class Simulation:
         if n % k:
             raise ConfigError(f"run.devices: got {k}, but topology.n = {n} is not a multiple")
         mesh = Mesh(np.array(avail[:k]), ("nodes",))
-        split, replicated = NamedSharding(mesh, P("nodes")), NamedSharding(mesh, P())
-
-        def put(tree, by_node=True):
-            def one(x):
-                ok = by_node and np.ndim(x) > 0 and x.shape[0] % k == 0
-                return jax.device_put(x, split if ok else replicated)
-
-            return jax.tree.map(one, tree)
+        self._split = NamedSharding(mesh, P("nodes"))
+        self._replicated = NamedSharding(mesh, P())
+        put = self._put
 
         ids = tuple(put(i, by_node=False) for i in self.layout.ids)
         self.layout = dataclasses.replace(
             self.layout,
             ids=ids,
-            data=put(self.layout.data),
-            inverse=put(self.layout.inverse, False),
+            data=put(self.layout.data, rows=None),
+            inverse=put(self.layout.inverse, by_node=False),
         )
         if self.packed is not None:  # the shards replace the packed host arrays (one copy)
             fields = ("x_train", "y_train", "x_test", "y_test")
@@ -406,15 +178,36 @@ class Simulation:
                     for b, d in zip(self.packed.buckets, self.layout.data, strict=True)
                 )
             )
-        dense = self.mixing.dense is not None  # dense: split W by rows; sparse: replicate
-        self.mixing = put(self.mixing, by_node=dense)
+        inp = self.inputs
+        self.inputs = inp._replace(
+            active=put(inp.active),
+            static=put(inp.static),
+            net=inp.net._replace(
+                **{f: put(getattr(inp.net, f)) for f in ("index", "edge", "samples")},
+                **{
+                    f: put(getattr(inp.net, f), by_node=False)
+                    for f in ("u", "v", "valid", "weights", "rates", "cost")
+                },
+            ),
+            relation=put(inp.relation),
+            gamma=put(inp.gamma, by_node=False),
+        )
         if self.borrow is not None:
-            self.borrow = put(self.borrow, by_node=self.borrow.dense is not None)
-        self.active = put(self.active)
-        if self.nbrs is not None:
-            self.nbrs = put(self.nbrs)
-        self.key = put(self.key, False)
-        return put(init_keys)
+            self.borrow = put(self.borrow)
+        return put(init_keys), put(key, by_node=False)
+
+    def _put(self, tree, by_node: bool = True, rows: int | None = -1):
+        """Place ``tree`` on the mesh: leaves with a leading node axis (``rows`` entries;
+        any multiple of the device count when ``rows`` is None) split, others replicated."""
+        k = self.devices
+        rows = self.n_nodes if rows == -1 else rows
+
+        def one(x):
+            lead = np.shape(x)[0] if np.ndim(x) > 0 else None
+            ok = by_node and lead is not None and (lead == rows if rows else lead % k == 0)
+            return jax.device_put(x, self._split if ok else self._replicated)
+
+        return jax.tree.map(one, tree)
 
     # ------------------------------------------------------------------ stepping
     @property
@@ -435,42 +228,22 @@ class Simulation:
             return 0.0
         c0 = self.engine.compile_seconds
         t0 = time.perf_counter()
-        if self.dyn.trivial:
-            self.state, self.key, finite = self.engine.run_rounds(
-                self.state,
-                self.key,
-                self._lrs(self.round, rounds),
-                self.mixing,
-                self.layout,
-                self.active,
-                self.nbrs,
-            )
-            if self.alg.communicates:
-                self.msgs_sent += self.network.degree * rounds
-        else:
-            self.state, self.key, finite, self.net_state, msgs, secs = (
-                self.engine.run_dynamic_rounds(
-                    self.state,
-                    self.key,
-                    self._lrs(self.round, rounds),
-                    self.round,
-                    self.layout,
-                    self.active,
-                    self.nbrs,
-                    self.net_arrays,
-                    self.net_state,
-                )
-            )
-            self.msgs_sent += np.asarray(msgs, np.int64)
-            self.sim_time += float(secs)
-        jax.block_until_ready(self.state)
+        self.carry, finite, msgs, secs = self.engine.run_chunk(
+            self.carry, self.inputs, self.layout, self.round, self._lrs(self.round, rounds)
+        )
+        jax.block_until_ready(self.carry)
         seconds = time.perf_counter() - t0 - (self.engine.compile_seconds - c0)
-        finite = np.asarray(finite)
+        self._account(rounds, np.asarray(finite), np.asarray(msgs), float(secs), seconds)
+        return seconds
+
+    def _account(self, rounds: int, finite, msgs, sim_seconds: float, seconds: float) -> None:
+        """Book ``rounds`` finished rounds: divergence, the ledger, simulated and wall time."""
         if not finite.all() and self.diverged_at is None:
             self.diverged_at = self.round + int(np.argmin(finite)) + 1
+        self.msgs_sent += msgs.astype(np.int64)
+        self.sim_time += sim_seconds
         self.round += rounds
         self.train_seconds += seconds
-        return seconds
 
     def evaluate(self) -> dict[str, Any]:
         """Evaluate now; append and return one metrics row."""
@@ -499,7 +272,7 @@ class Simulation:
             row["train_loss"] = float(np.sum(tl * nt) / max(nt.sum(), 1))
         row["consensus_distance"] = float(ev["consensus_distance"])
         row["bytes_total"] = int(self.setup_bytes.sum() + self.msgs_sent.sum() * self.msg_bytes)
-        if self.dyn.cost:
+        if self.cfg["cost"]["enabled"]:
             row["sim_time_s"] = round(self.sim_time, 6)
         if self.spec.trains:
             row["lr"] = float(self._lrs(max(t - 1, 0), 1)[0])
@@ -529,10 +302,10 @@ class Simulation:
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self, path: Path) -> None:
-        """Write state, PRNG key, round and history to ``path`` atomically (temp + rename)."""
-        leaves = jax.tree.leaves((self.state, self.net_state))
+        """Write the carried state (model state, PRNG key, churn timers, the exchange's
+        state), round, ledger and history to ``path`` atomically (temp + rename)."""
+        leaves = jax.tree.leaves(self.carry)
         arrays = {f"leaf{i}": np.asarray(x) for i, x in enumerate(leaves)}
-        arrays["key"] = np.asarray(self.key)
         arrays["msgs_sent"] = self.msgs_sent
         meta = {
             "round": self.round,
@@ -556,7 +329,6 @@ class Simulation:
             with np.load(path) as z:
                 meta = json.loads(bytes(z["meta"]).decode())
                 stored = [z[f"leaf{i}"] for i in range(meta["leaves"])]
-                key = z["key"]
                 msgs_sent = z["msgs_sent"]
         except Exception as e:  # zip, pickle-free npz, json or key errors alike
             raise UserError(
@@ -567,7 +339,7 @@ class Simulation:
                 f"{path}: the checkpoint was written for a different config; run without "
                 "--resume (or delete it) to start over"
             )
-        leaves, treedef = jax.tree.flatten((self.state, self.net_state))
+        leaves, treedef = jax.tree.flatten(self.carry)
         if len(stored) != len(leaves) or any(
             a.shape != np.shape(b) for a, b in zip(stored, leaves, strict=True)
         ):
@@ -576,16 +348,13 @@ class Simulation:
             jax.device_put(a.astype(b.dtype), getattr(b, "sharding", None))
             for a, b in zip(stored, leaves, strict=True)
         ]
-        self.state, self.net_state = jax.tree.unflatten(treedef, placed)
+        self.carry = jax.tree.unflatten(treedef, placed)
         self.msgs_sent = msgs_sent.astype(np.int64)
         self.sim_time = meta["sim_time"]
-        self.key = jax.device_put(jnp.asarray(key), getattr(self.key, "sharding", None))
         self.round, self.history = meta["round"], meta["history"]
         self.train_seconds, self.diverged_at = meta["train_seconds"], meta["diverged_at"]
 
     def _effective_gap(self):
-        if self.dyn.trivial:
-            return self.network.spectral_gap
         if not hasattr(self, "_eff_gap"):
             try:
                 self._eff_gap = self.effective_spectral_gap()
@@ -628,6 +397,7 @@ class Simulation:
             **{k: v for k, v in final.items() if k not in ("round", "lr", "wall_s")},
             "spectral_gap": self.network.spectral_gap,
             "schedule": cfg["topology"]["schedule"],
+            "exchange": self.exchange.name,
             "effective_spectral_gap": self._effective_gap(),
             "message_bytes": self.msg_bytes,
             "holdout_nodes": np.flatnonzero(self.holdout).tolist(),

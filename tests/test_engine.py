@@ -134,7 +134,7 @@ def test_local_sends_nothing_and_dsgd_reaches_consensus():
 
 
 def test_seed_determinism_and_no_recompilation():
-    from p2p_fmtl.runner import _ENGINES
+    from p2p_fmtl.assemble import _ENGINES
 
     base = {
         "run": {"rounds": 6, "eval_every": 3, "seed": 5},
@@ -177,7 +177,7 @@ def test_neighbour_table_gossip_equals_the_matrix_product():
     W = topologies.mixing_matrix(G, rule="metropolis")
     r, s = np.nonzero(W)
     kind, op = make_mixing(s, r, W[r, s], 40, "sparse")
-    assert kind == "sparse" and op.receivers is None
+    assert kind == "sparse" and op.dense is None
     degrees = np.count_nonzero(W, axis=1)
     assert op.senders.shape == (40, 1 << int(degrees.max() - 1).bit_length())
     x = np.random.default_rng(0).normal(size=(40, 3, 5)).astype(np.float32)

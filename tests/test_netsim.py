@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import p2p_fmtl
+import topologies
 from p2p_fmtl.aggregation import decouple
 from p2p_fmtl.netsim import round_matrices
 from p2p_fmtl.runner import Simulation
@@ -43,7 +44,7 @@ def consensus(x):
     node_drop=st.floats(0.0, 0.9),
     link_drop=st.floats(0.0, 0.9),
     churn=st.sampled_from([0.0, 0.2]),
-    reweight=st.sampled_from(["metropolis", "self"]),
+    reweight=st.sampled_from(["rule", "metropolis", "self"]),
     schedule=st.sampled_from(["static", "random_matching", "resample"]),
     seed=st.integers(0, 1000),
 )
@@ -54,14 +55,23 @@ def test_every_round_w_is_doubly_stochastic_and_zero_on_dead_parts(
     faults["reweight"] = reweight
     cfg = average_cfg(n=12, topo="erdos_renyi", faults=faults, seed=seed, cost={"enabled": True})
     cfg["topology"].update(p=0.4, schedule=schedule, mixing="max_degree")
+    if reweight == "self" and schedule == "resample":  # no rule weights for drawn edges
+        with pytest.raises(p2p_fmtl.ConfigError, match="faults.reweight = 'self'"):
+            Simulation(cfg)
+        return
     sim = Simulation(cfg)
-    Ws, alive, edges = round_matrices(sim.dyn, sim.net_arrays, sim.active, 8, seed=seed)
-    u, v = np.asarray(sim.net_arrays.u), np.asarray(sim.net_arrays.v)
+    net = sim.inputs.net
+    Ws, alive, edges = round_matrices(sim.process, sim.inputs.static, net, sim.active, 8, seed)
+    u, v = np.asarray(net.u), np.asarray(net.v)
+    static_W = topologies.mixing_matrix(sim.parts.graph, "max_degree")
     for W, a, e in zip(Ws, alive, edges, strict=True):
         assert np.all(W >= -1e-7)
         np.testing.assert_allclose(W, W.T, atol=1e-6)
         np.testing.assert_allclose(W.sum(0), 1.0, atol=1e-5)
         np.testing.assert_allclose(W.sum(1), 1.0, atol=1e-5)
+        if not sim.process.changing:  # the static graph, nothing lost: the rule's W
+            np.testing.assert_allclose(W, static_W, atol=1e-6)
+            continue
         off = W - np.diag(np.diag(W))
         assert np.all(off[~a] == 0) and np.all(off[:, ~a] == 0)  # dead nodes: diagonal only
         live = np.zeros_like(W, bool)
@@ -69,6 +79,9 @@ def test_every_round_w_is_doubly_stochastic_and_zero_on_dead_parts(
         assert np.all(off[~live] == 0)  # dead or absent links carry nothing
         if node_drop == 0 and churn == 0:
             assert a.all()
+        n_edges = int(np.count_nonzero(static_W - np.diag(np.diag(static_W))) // 2)
+        if reweight == "rule" and schedule == "static" and e.sum() == n_edges:
+            np.testing.assert_allclose(W, static_W, atol=1e-6)  # nothing lost: the rule's W
 
 
 def test_zero_fault_rates_are_the_fault_free_run():

@@ -63,7 +63,7 @@ def test_bucketed_and_unbucketed_runs_give_the_same_numbers():
 
 def test_no_recompilation_when_graph_weights_or_seed_change():
     """Same n and degree bound: new graph, new weights, new seed reuse the programs."""
-    from p2p_fmtl.runner import _ENGINES
+    from p2p_fmtl.assemble import _ENGINES
 
     base = {
         "run": {"rounds": 4, "eval_every": 2, "seed": 0},

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..schema import GOSSIP_KEYS, OPTIMIZER_KEYS
 from .average import SPEC as AVERAGE
-from .base import Algorithm, AlgorithmSpec, Context, NodeData
+from .base import Algorithm, AlgorithmSpec, Context, Inbox, Needs, NodeData
 from .dem import SPEC as DEM
 from .dsgd import SPEC as DSGD
 from .graph_mtl import SPEC as GRAPH_MTL
@@ -19,8 +20,6 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
 
 def algorithm_keys(name: str) -> dict[str, Any]:
     """Config keys of ``[algorithm]`` for the named algorithm (beyond ``name``)."""
-    from ..config import GOSSIP_KEYS, OPTIMIZER_KEYS
-
     spec = ALGORITHMS[name]
     keys = dict(OPTIMIZER_KEYS) if spec.trains else {}
     if spec.communicates:
@@ -29,4 +28,19 @@ def algorithm_keys(name: str) -> dict[str, Any]:
     return keys
 
 
-__all__ = ["ALGORITHMS", "Algorithm", "AlgorithmSpec", "Context", "NodeData", "algorithm_keys"]
+def needs_of(config) -> Needs:
+    """What the algorithm of a resolved ``[algorithm]`` section needs from the network."""
+    return ALGORITHMS[config["name"]].needs_for(config)
+
+
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "AlgorithmSpec",
+    "Context",
+    "Inbox",
+    "Needs",
+    "NodeData",
+    "algorithm_keys",
+    "needs_of",
+]

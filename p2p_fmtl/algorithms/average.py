@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import jax
 
-from ..config import Key
-from .base import Algorithm, AlgorithmSpec, Context
+from ..schema import Key
+from .base import Algorithm, AlgorithmSpec, Context, Needs
+
+NEEDS = Needs(exchange="average", copies=0)  # gossip only: no local work
 
 
 def build(ctx: Context) -> Algorithm:
@@ -29,6 +31,7 @@ def build(ctx: Context) -> Algorithm:
         replace_shared=lambda s, x: x,
         score=None,
         loss=None,
+        needs=NEEDS,
     )
 
 
@@ -42,4 +45,5 @@ SPEC = AlgorithmSpec(
         "init": Key("independent", "str", choices=("independent",)),
     },
     doc=__doc__.splitlines()[0],
+    needs=lambda config: NEEDS,
 )

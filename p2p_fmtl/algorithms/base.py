@@ -5,12 +5,11 @@ An algorithm never knows how it is executed.  It describes ONE node:
 * ``init(key, data) -> state``               the node's initial state (a pytree),
 * ``local_update(state, data, key, lr, inbox) -> (state, loss)``   its local work in a
   round; ``inbox`` is ``None`` unless the algorithm reads its neighbours' models *before*
-  local work (``inbox = "before"``), then an :class:`Inbox` of their shared states,
+  local work (``Needs.exchange = "inbox"``), then an :class:`Inbox` of their messages,
 * ``shared(state) -> tree`` / ``replace_shared(state, tree) -> state``
   the part of the state that is sent to neighbours and how mixed values come back,
-* ``combine(state, inbox, lr) -> state`` (optional)   what a node does with its
-  neighbours' models received *after* local work; without it, the engine gossips
-  ``shared ← Σ_j W_ij shared_j``,
+* ``combine(state, inbox, lr) -> state`` (``Needs.exchange = "combine"``)   what a node
+  does with its neighbours' messages received *after* local work,
 * ``score(state, x, y)`` / ``loss(state, x, y)``   per-sample test score and loss,
 * ``adapt(state, data) -> state`` (optional)   how a node that never trained fits its
   personal part once it has borrowed its neighbours' shared part (D-EM: π only),
@@ -18,13 +17,20 @@ An algorithm never knows how it is executed.  It describes ONE node:
 * ``message(state) -> tree`` (optional)   what neighbours read in their :class:`Inbox`
   when it differs from ``shared`` (decoupled aggregation sends w̃, not w).
 
-The engine vmaps these over the node axis, scans them over rounds, and applies the
-gossip operator to ``shared(state)`` of all nodes at once.
+and it *declares* what it needs from the network, in :class:`Needs`: how it exchanges
+(gossip average of the shared part, neighbours' messages before local work, a combine step
+after, or nothing), how many copies of local work a node does per round (D-EM: M), and
+which relation weights its inbox carries.  The engine, the exchanges and the config
+checks read these declarations; nothing outside ``p2p_fmtl/algorithms/`` tests an
+algorithm's name.
+
+The engine vmaps the functions over the node axis, scans them over rounds, and runs the
+exchange (:mod:`p2p_fmtl.exchange`) on all nodes at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -48,11 +54,34 @@ class NodeData(NamedTuple):
     budget: Any = None  # fraction of its local work the node does this round (stragglers)
 
 
-class Inbox(NamedTuple):
-    """The shared states a node received from its neighbours this round.
+EXCHANGES = ("none", "average", "inbox", "combine")
+RELATIONS = ("mixing", "uniform", "similarity", "learned")
 
-    ``models`` has a leading axis of size K (the largest degree); ``weights`` (K,) are the
-    relation weights a_ij of the edges, 0 for padding slots.
+
+class Needs(NamedTuple):
+    """What an algorithm needs from the network (read by the engine, exchanges, config).
+
+    ``exchange``: ``"average"`` (its shared part is gossip-averaged, ``θ_i ← Σ_j W_ij θ_j``),
+    ``"inbox"`` (it reads its neighbours' messages before its local work), ``"combine"``
+    (it reads them after its local work, in ``combine``) or ``"none"`` (it sends nothing).
+    ``copies``: copies of local work a node does per round (each processes the node's
+    samples; D-EM: its M components; 0: no local work), for memory and simulated time.
+    ``relation``: the relation weights a_ij its inbox carries: ``"mixing"`` (the round's
+    mixing weights W_ij), ``"uniform"`` (1 per edge), ``"similarity"`` (from data
+    statistics) or ``"learned"`` (starts uniform; the algorithm re-estimates them).
+    """
+
+    exchange: str = "average"
+    copies: int = 1
+    relation: str | None = None
+
+
+class Inbox(NamedTuple):
+    """The messages a node received from its neighbours this round.
+
+    ``models`` has a leading axis of size K (the slots of its neighbour table);
+    ``weights`` (K,) are the relation weights a_ij of this round, 0 for padding slots and
+    for neighbours whose message did not arrive.
     """
 
     models: Any
@@ -77,18 +106,23 @@ class Algorithm(NamedTuple):
     replace_shared: Callable
     score: Callable | None
     loss: Callable | None
-    communicates: bool = True
+    needs: Needs = Needs()
     adapt: Callable | None = None
     extras: Callable | None = None
-    inbox: str = "none"  # "none" | "before": read neighbours' models before local work
     combine: Callable | None = None
     params: Callable | None = None  # full model parameters to save (default: shared)
     message: Callable | None = None  # what neighbours read in an Inbox (default: shared)
 
 
+def _default_needs(config: Mapping[str, Any]) -> Needs:
+    return Needs()
+
+
 @dataclass(frozen=True)
 class AlgorithmSpec:
-    """A registry entry: how to build the algorithm and which config keys it takes."""
+    """A registry entry: how to build the algorithm, which config keys it takes, and what
+    it needs from the network for a given ``[algorithm]`` section (``needs``, computed
+    without building anything, so the config can be checked when it is loaded)."""
 
     name: str
     build: Callable[[Context], Algorithm]
@@ -97,3 +131,13 @@ class AlgorithmSpec:
     communicates: bool = True
     keys: dict[str, Any] = field(default_factory=dict)
     doc: str = ""
+    needs: Callable[[Mapping[str, Any]], Needs] = _default_needs
+
+    def needs_for(self, config: Mapping[str, Any]) -> Needs:
+        """The declared needs for a resolved ``[algorithm]`` section, checked."""
+        needs = self.needs(config)
+        if needs.exchange not in EXCHANGES or (needs.exchange == "none") == self.communicates:
+            raise ValueError(f"algorithm {self.name!r} declares an invalid exchange {needs}")
+        if needs.exchange in ("inbox", "combine") and needs.relation not in RELATIONS:
+            raise ValueError(f"algorithm {self.name!r} declares no relation weights: {needs}")
+        return needs

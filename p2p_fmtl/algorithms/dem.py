@@ -30,9 +30,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..config import Key
+from ..schema import Key
 from ..training import train_on_node
-from .base import Algorithm, AlgorithmSpec, Context
+from .base import Algorithm, AlgorithmSpec, Context, Needs
 
 
 class DEMState(NamedTuple):
@@ -136,9 +136,15 @@ def build(ctx: Context) -> Algorithm:
         replace_shared=lambda s, p: s._replace(params=p),
         score=score,
         loss=loss,
+        needs=needs(ctx.config),
         adapt=adapt,
         extras=lambda s: {"pi": s.pi},
     )
+
+
+def needs(config) -> Needs:
+    """Gossip averaging of the M components; each node trains M copies of its model."""
+    return Needs(exchange="average", copies=config["components"])
 
 
 SPEC = AlgorithmSpec(
@@ -155,4 +161,5 @@ SPEC = AlgorithmSpec(
         ),
     },
     doc=__doc__.splitlines()[0],
+    needs=needs,
 )

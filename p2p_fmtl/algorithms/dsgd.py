@@ -21,10 +21,10 @@ from typing import NamedTuple
 import jax
 
 from ..aggregation import decouple, mix_with_inbox
-from ..config import AGGREGATION_KEYS, Key
+from ..schema import AGGREGATION_KEYS, Key
 from ..sharing import check_shared, merge, select
 from ..training import train_on_node
-from .base import Algorithm, AlgorithmSpec, Context
+from .base import Algorithm, AlgorithmSpec, Context, Needs
 
 
 class SGDState(NamedTuple):
@@ -37,7 +37,8 @@ def sgd_algorithm(ctx: Context, name: str, communicates: bool) -> Algorithm:
     model, task, optimizer = ctx.model, ctx.task, ctx.optimizer
     spec = ctx.config.get("shared", "all")
     check_shared(spec, jax.eval_shape(model.init, jax.random.PRNGKey(0)))
-    decoupled = communicates and ctx.config.get("aggregation", "average") == "decoupled"
+    needs = sgd_needs(ctx.config, communicates)
+    decoupled = needs.exchange == "combine"
     rho = ctx.config.get("rho", 0.1)
 
     def per_sample_loss(params, x, y):
@@ -81,10 +82,20 @@ def sgd_algorithm(ctx: Context, name: str, communicates: bool) -> Algorithm:
         params=lambda s: s.params,
         score=score,
         loss=lambda s, x, y: per_sample_loss(s.params, x, y),
-        communicates=communicates,
+        needs=needs,
         combine=combine if decoupled else None,
         message=(lambda s: s.sent) if decoupled else None,
     )
+
+
+def sgd_needs(config, communicates: bool = True) -> Needs:
+    """Gossip averaging; decoupled aggregation mixes neighbours' w̃ one by one after local
+    work, with the round's mixing weights W_ij."""
+    if not communicates:
+        return Needs(exchange="none")
+    if config.get("aggregation", "average") == "decoupled":
+        return Needs(exchange="combine", relation="mixing")
+    return Needs(exchange="average")
 
 
 def build(ctx: Context) -> Algorithm:
@@ -99,4 +110,5 @@ SPEC = AlgorithmSpec(
         **AGGREGATION_KEYS,
     },
     doc=__doc__.splitlines()[0],
+    needs=sgd_needs,
 )

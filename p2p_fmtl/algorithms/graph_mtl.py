@@ -54,10 +54,10 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from ..aggregation import decouple
-from ..config import AGGREGATION_KEYS, Key
+from ..schema import AGGREGATION_KEYS, Key
 from ..sharing import check_shared, merge, select
 from ..training import train_on_node
-from .base import Algorithm, AlgorithmSpec, Context
+from .base import Algorithm, AlgorithmSpec, Context, Needs
 
 
 class GraphMTLState(NamedTuple):
@@ -75,6 +75,24 @@ def squared_distance(tree, nbr_tree):
     return total
 
 
+@jax.custom_batching.custom_vmap
+def _eigh(a):
+    """``jnp.linalg.eigh`` that, vmapped over nodes, decomposes one matrix at a time.
+
+    On CPU, a batched ``eigh`` spreads the batch over XLA's intra-op thread pool; with
+    several CPU devices (``run.devices``) the devices' calls wait on each other's pool
+    and the run deadlocks (jax 0.10; seen with 33×33 matrices).  Decomposing the
+    matrices in a ``lax.map`` keeps every LAPACK call single-threaded.
+    """
+    w, v = jnp.linalg.eigh(a)
+    return w, v
+
+
+@_eigh.def_vmap
+def _eigh_vmap(axis_size, in_batched, a):
+    return jax.lax.map(_eigh, a), (True, True)
+
+
 def learned_relation(own, nbr_models, mask, eps: float = 1e-3):
     """MOCHA-style relation weights of one node from its closed neighbourhood's models."""
     v0, _ = ravel_pytree(own)
@@ -83,7 +101,7 @@ def learned_relation(own, nbr_models, mask, eps: float = 1e-3):
     gram = V @ V.T
     k = gram.shape[0]
     gram = gram + eps * jnp.trace(gram) / k * jnp.eye(k) + 1e-12 * jnp.eye(k)
-    evals, U = jnp.linalg.eigh(gram)
+    evals, U = _eigh(gram)
     root = jnp.sqrt(jnp.maximum(evals, 1e-30))
     omega = (U * (jnp.sum(root) / root)) @ U.T  # Σ⁻¹ with Σ = K^{1/2} / tr(K^{1/2})
     a = jnp.maximum(-omega[0, 1:], 0.0) * mask
@@ -166,7 +184,7 @@ def build(ctx: Context) -> Algorithm:
         replace_shared=lambda s, x: s._replace(params=merge(s.params, spec, x)),
         score=lambda s, x, y: task.score(model.apply(s.params, x), y),
         loss=lambda s, x, y: per_sample_loss(s.params, x, y),
-        inbox="before" if order == "joint" else "none",
+        needs=needs(cfg),
         combine=combine if order == "local_then_laplacian" else None,
         params=lambda s: s.params,
         message=(lambda s: s.sent) if decoupled else None,
@@ -174,6 +192,15 @@ def build(ctx: Context) -> Algorithm:
 
 
 RELATIONS = ("uniform", "graph", "similarity", "learned")
+RELATION_WEIGHTS = {"graph": "mixing"}  # the config's name -> the Needs name
+
+
+def needs(config) -> Needs:
+    """Neighbours' models before local work (``joint``) or in a Laplacian step after it."""
+    exchange = "inbox" if config["order"] == "joint" else "combine"
+    relation = config["relation"]
+    return Needs(exchange=exchange, relation=RELATION_WEIGHTS.get(relation, relation))
+
 
 SPEC = AlgorithmSpec(
     "graph_mtl",
@@ -186,4 +213,5 @@ SPEC = AlgorithmSpec(
         **AGGREGATION_KEYS,
     },
     doc=__doc__.splitlines()[0],
+    needs=needs,
 )

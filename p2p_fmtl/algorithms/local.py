@@ -7,11 +7,17 @@ The baseline every collaborative method must beat.  Same local work as D-SGD
 from __future__ import annotations
 
 from .base import Algorithm, AlgorithmSpec, Context
-from .dsgd import sgd_algorithm
+from .dsgd import sgd_algorithm, sgd_needs
 
 
 def build(ctx: Context) -> Algorithm:
     return sgd_algorithm(ctx, "local", communicates=False)
 
 
-SPEC = AlgorithmSpec("local", build, communicates=False, doc=__doc__.splitlines()[0])
+SPEC = AlgorithmSpec(
+    "local",
+    build,
+    communicates=False,
+    doc=__doc__.splitlines()[0],
+    needs=lambda config: sgd_needs(config, communicates=False),
+)

@@ -23,10 +23,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..config import Key
+from ..schema import Key
 from ..sharing import path_str
 from ..training import train_on_node
-from .base import Algorithm, AlgorithmSpec, Context
+from .base import Algorithm, AlgorithmSpec, Context, Needs
 
 
 class PropagationState(NamedTuple):
@@ -81,6 +81,7 @@ def build(ctx: Context) -> Algorithm:
         replace_shared=lambda s, p: s._replace(params=p),
         score=lambda s, x, y: task.score(model.apply(s.params, x), y),
         loss=lambda s, x, y: per_sample_loss(s.params, x, y),
+        needs=needs(ctx.config),
         combine=combine,
         params=lambda s: s.params,
         extras=lambda s: {
@@ -88,6 +89,12 @@ def build(ctx: Context) -> Algorithm:
             for p, leaf in jax.tree_util.tree_flatten_with_path(s.local_params)[0]
         },
     )
+
+
+def needs(config) -> Needs:
+    """A Jacobi step over the neighbours' propagated models after local training."""
+    relation = config["relation"]
+    return Needs(exchange="combine", relation="mixing" if relation == "graph" else relation)
 
 
 SPEC = AlgorithmSpec(
@@ -99,4 +106,5 @@ SPEC = AlgorithmSpec(
         "relation": Key("uniform", "str", choices=("uniform", "graph", "similarity")),
     },
     doc=__doc__.splitlines()[0],
+    needs=needs,
 )
