@@ -217,9 +217,7 @@ class Engine:
         key, sub = jax.random.split(key)
         node_keys = jax.random.split(sub, n)
         k_net, k_ex = jax.random.split(jax.random.fold_in(sub, NET_SALT))
-        rn = round_network(
-            self.process, inputs.static, inputs.net, t, k_net, away, inputs.active
-        )
+        rn = round_network(self.process, inputs.static, inputs.net, t, k_net, away, inputs.active)
         now = True if self.every == 1 else (t + 1) % self.every == 0
 
         def where(mask, new, old):

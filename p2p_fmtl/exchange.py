@@ -329,9 +329,7 @@ class Compressed(_Compressing):
         if self.error_feedback:
             v = jax.tree.map(jnp.add, x, err)
             q = self.compress(v, key)
-            err = jax.tree.map(
-                lambda a, b, e: jnp.where(_bcast(rn.alive, a), a - b, e), v, q, err
-            )
+            err = jax.tree.map(lambda a, b, e: jnp.where(_bcast(rn.alive, a), a - b, e), v, q, err)
             mixed = mix(q, rn.mixing)
             return jax.tree.map(lambda a, m, b: a + gamma * (m - b), x, mixed, q), err, rn.sends
         q = self.compress(x, key)  # neighbours' compressed models, one's own exact
@@ -406,8 +404,10 @@ def _generic_refusal(s: Settings) -> str | None:
         )
     if s.needs.exchange != "none" and s.schedule not in DIRECTED:
         what = s.loss_setting if s.schedule == "static" else f"topology.schedule = {s.schedule!r}"
-        if s.reweight == "rule" and s.mixing not in LOCAL_RULES and (
-            s.losses or s.schedule != "static"
+        if (
+            s.reweight == "rule"
+            and s.mixing not in LOCAL_RULES
+            and (s.losses or s.schedule != "static")
         ):
             return (
                 f"faults.reweight = 'rule' recomputes topology.mixing = {s.mixing!r} on each "
@@ -461,7 +461,7 @@ def plan_exchange(cfg, needs: Needs) -> Exchange:
         return Choco.from_config(comp)
     if cls is Compressed:
         return Compressed.from_config(comp, error_feedback=comp["error_feedback"])
-    method = (comp["method"] if s.compressed else "none")
+    method = comp["method"] if s.compressed else "none"
     changing = s.schedule != "static" or bool(s.losses)
     return InboxExchange.from_config(
         comp, method=method, live_mixing=needs.relation == "mixing" and changing

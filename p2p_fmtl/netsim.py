@@ -405,7 +405,12 @@ def _as_dense(m: Mixing, n: int) -> Mixing:
 
 
 def effective_gap(
-    proc: Process, static: StaticNet, arr: NetArrays, active, *, pairwise_ticks: int = 0,
+    proc: Process,
+    static: StaticNet,
+    arr: NetArrays,
+    active,
+    *,
+    pairwise_ticks: int = 0,
     samples: int = 200,
 ) -> float | None:
     """An effective spectral gap of a time-varying W.
