@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from p2p_fmtl import load_config, run
+from p2p_fmtl.metrics import delta_m as p2p_delta_m
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "real_data"
@@ -70,14 +71,9 @@ def pct(x: float) -> str:
 
 
 def delta_m(metrics: dict[str, float], local: dict[str, float]) -> float:
-    """FMTL-Bench's Delta_m: mean over heads of +-(M_h - M_h,local) / M_h,local x 100.
-
-    Sign + for accuracies (higher is better), - for errors (MSE, lower is better).
-    """
-    terms = []
-    for _, key, sign in HEADS:
-        terms.append(sign * (metrics[key] - local[key]) / local[key] * 100.0)
-    return float(np.mean(terms))
+    """FMTL-Bench's Delta_m against local training (:func:`p2p_fmtl.metrics.delta_m`)."""
+    heads = {name: key.rsplit("_", 1)[1] for name, key, _ in HEADS}
+    return p2p_delta_m(metrics, local, heads)
 
 
 def write_csv(name: str, rows: list[dict]) -> None:

@@ -42,6 +42,7 @@ from .network import (
     static_mixing_facts,
 )
 from .optim import lr_schedule, make_optimizer
+from .schema import GOSSIP_KEYS
 from .tasks import Task, make_task
 from .training import LocalWork
 
@@ -51,6 +52,7 @@ TRIM_ABOVE_BYTES = 256 << 20  # give the released dataset back to the system abo
 # Engines (and so their compiled programs) are shared by runs whose computation is the
 # same: only data, topology weights, rates, seeds and learning rates differ.
 _ENGINES: dict[str, Engine] = {}
+_PROGRAMS: dict[str, dict] = {}  # init and evaluation programs, by algorithm
 _DATA_FREE_KEYS = ("lr", "schedule", "milestones", "gamma", "lr_min", "init")
 
 
@@ -174,10 +176,9 @@ def _layout(packed: PackedData | None, n: int, devices: int = 1) -> Layout:
 def _engine_for(cfg: Config, shapes: list, build, process, exchange) -> Engine:
     """The cached engine for this computation (so equal computations share compiled code)."""
     alg = {k: v for k, v in cfg["algorithm"].items() if k not in _DATA_FREE_KEYS}
-    key = json.dumps(
-        [alg, cfg["model"], shapes, repr(process), repr(exchange), cfg["cost"]["enabled"]],
-        sort_keys=True,
-    )
+    network_free = {k: v for k, v in alg.items() if k not in GOSSIP_KEYS}
+    alg_key = json.dumps([network_free, cfg["model"], shapes], sort_keys=True)
+    key = json.dumps([alg_key, alg, repr(process), repr(exchange), cfg["cost"]["enabled"]])
     if key not in _ENGINES:
         _ENGINES[key] = Engine(
             build(),
@@ -185,6 +186,7 @@ def _engine_for(cfg: Config, shapes: list, build, process, exchange) -> Engine:
             exchange,
             every=cfg["algorithm"].get("gossip_every", 1),
             cost=cfg["cost"]["enabled"],
+            programs=_PROGRAMS.setdefault(alg_key, {}),
         )
     return _ENGINES[key]
 

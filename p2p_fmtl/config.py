@@ -150,6 +150,8 @@ def resolve(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         for key, value in body.items():
             if key not in schema:
                 allowed = ", ".join(sorted(schema))
+                if section == "algorithm":
+                    _refuse_foreign_algorithm_key(key, name, allowed)
                 what = f" for {name!r}" if name else ""
                 raise ConfigError(
                     f"{section}.{key}: unknown key{what}; allowed: {allowed}"
@@ -166,6 +168,19 @@ def resolve(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         out[section] = resolved
     _check_combinations(out, raw)
     return out
+
+
+def _refuse_foreign_algorithm_key(key: str, name: str, allowed: str) -> None:
+    """A gossip key for an algorithm that sends nothing, an optimizer key for one that
+    does no local work: say why, naming both settings."""
+    spec = ALGORITHMS[name]
+    if key in GOSSIP_KEYS and not spec.communicates:
+        why = "sends nothing, so it has no gossip settings"
+    elif key in OPTIMIZER_KEYS and not spec.trains:
+        why = "does no local work, so it has no optimizer settings"
+    else:
+        return
+    raise ConfigError(f"algorithm.{key}: algorithm.name = {name!r} {why}; allowed: {allowed}")
 
 
 def _check_combinations(cfg: dict[str, dict[str, Any]], raw: Mapping[str, Any]) -> None:

@@ -37,8 +37,9 @@ import numpy as np
 from .algorithms.base import Algorithm, NodeData
 from .exchange import Exchange
 from .gossip import Mixing, consensus_distance, mix
-from .netsim import NetArrays, Process, StaticNet, round_network, round_seconds
+from .netsim import NetArrays, Process, StaticNet, as_dense, round_network, round_seconds
 
+NETWORK_FREE = ("init", "eval")  # programs that do not depend on the network
 NET_SALT = 0x6E6574  # the network's keys: fold_in(round key, NET_SALT), apart from training
 
 
@@ -127,6 +128,15 @@ def _chunked(fn, args, devices: int, chunk: int):
     return jax.tree.map(back, out)
 
 
+def round_keys(key, n: int):
+    """One round's keys from the run's key: ``(next key, one key per node for local work,
+    the network's key, the exchange's key)``."""
+    key, sub = jax.random.split(key)
+    node_keys = jax.random.split(sub, n)
+    k_net, k_ex = jax.random.split(jax.random.fold_in(sub, NET_SALT))
+    return key, node_keys, k_net, k_ex
+
+
 class RoundInputs(NamedTuple):
     """The data of the compiled round besides the node data (a pytree; stack it over a
     leading axis for batched runs)."""
@@ -160,6 +170,7 @@ class Engine:
         *,
         every: int = 1,
         cost: bool = False,
+        programs: dict[Any, Any] | None = None,
     ):
         from .exchange import Gossip
 
@@ -169,6 +180,9 @@ class Engine:
         self.every = every
         self.cost = cost
         self._compiled: dict[Any, Any] = {}
+        # init and evaluation do not depend on the network: engines of one algorithm (and
+        # model and shapes) share them through ``programs``
+        self._shared = {} if programs is None else programs
         self.compile_seconds = 0.0
         self.compilations = 0
 
@@ -214,9 +228,7 @@ class Engine:
         alg, ex, needs = self.alg, self.exchange, self.alg.needs
         state, key, away, ex_state = carry
         n = inputs.active.shape[0]
-        key, sub = jax.random.split(key)
-        node_keys = jax.random.split(sub, n)
-        k_net, k_ex = jax.random.split(jax.random.fold_in(sub, NET_SALT))
+        key, node_keys, k_net, k_ex = round_keys(key, n)
         rn = round_network(self.process, inputs.static, inputs.net, t, k_net, away, inputs.active)
         now = True if self.every == 1 else (t + 1) % self.every == 0
 
@@ -319,17 +331,33 @@ class Engine:
             out["unseen_score"], _ = per_bucket(borrowed)
         return out
 
+    def _trace_impl(self, key, inputs: RoundInputs, ts):
+        proc = self.process._replace(dense=True)
+        n = inputs.active.shape[0]
+        static = inputs.static._replace(mixing=as_dense(inputs.static.mixing, n))
+
+        def one(carry, t):
+            key, away = carry
+            key, _, k_net, _ = round_keys(key, n)
+            rn = round_network(proc, static, inputs.net, t, k_net, away, inputs.active)
+            budget = jnp.ones((n,)) if rn.budget is None else rn.budget
+            return (key, rn.away_until), (rn.mixing.dense, rn.alive, rn.edge_alive, budget)
+
+        _, out = jax.lax.scan(one, (key, jnp.zeros((n,), jnp.int32)), ts)
+        return out
+
     # ---------------------------------------------------------------- calling
     def _call(self, name: str, fn, *args):
         """Call a program, compiling it ahead of time once per argument signature."""
         sig = (name, _signature(args))
-        exe = self._compiled.get(sig)
+        cache = self._shared if name.startswith(NETWORK_FREE) else self._compiled
+        exe = cache.get(sig)
         if exe is None:
             t0 = time.perf_counter()
             exe = jax.jit(fn).lower(*args).compile()
             self.compile_seconds += time.perf_counter() - t0
             self.compilations += 1
-            self._compiled[sig] = exe
+            cache[sig] = exe
         return exe(*args)
 
     @staticmethod
@@ -357,6 +385,22 @@ class Engine:
         lay = None if shared_layout else 0
         fn = jax.vmap(self._chunk_impl, in_axes=(0, 0, lay, 0, None))
         return self._call(f"chunk_batch{lay}", fn, carry, inputs, layout, lrs, ts)
+
+    def network_trace(self, key, inputs: RoundInputs, rounds: int) -> dict[str, np.ndarray]:
+        """The network of rounds ``0 .. rounds − 1`` of a run whose key after initialisation
+        is ``key``, replayed with the engine's own keys: each round's W (dense, as used by
+        gossip), alive nodes, live candidate edges and work budgets (numpy)."""
+        ts = jnp.arange(rounds, dtype=jnp.int32)
+        W, alive, edges, budget = jax.jit(self._trace_impl)(key, inputs, ts)
+        every = self.every
+        gossip = (np.arange(rounds) + 1) % every == 0
+        return {
+            "W": np.asarray(W, np.float64),
+            "alive": np.asarray(alive),
+            "edge_alive": np.asarray(edges),
+            "budget": np.asarray(budget),
+            "gossip": gossip,
+        }
 
     def evaluate(self, state, layout, active, borrow=None) -> dict[str, np.ndarray]:
         """Per-node test score and train loss, consensus distance, unseen nodes' scores."""

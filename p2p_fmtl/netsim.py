@@ -382,7 +382,7 @@ def round_matrices(
     alive nodes and live candidate edges: for tests and spectra."""
     proc = proc._replace(dense=True)
     n = active.shape[0]
-    static = static._replace(mixing=_as_dense(static.mixing, n))
+    static = static._replace(mixing=as_dense(static.mixing, n))
 
     def one(carry, t):
         key, away = carry
@@ -397,7 +397,8 @@ def round_matrices(
     return np.asarray(Ws, np.float64), np.asarray(alive), np.asarray(edges)
 
 
-def _as_dense(m: Mixing, n: int) -> Mixing:
+def as_dense(m: Mixing, n: int) -> Mixing:
+    """The same operator as a dense matrix."""
     if m.dense is not None:
         return m
     W = jnp.zeros((n, n), jnp.float32).at[jnp.arange(n)[:, None], m.senders].add(m.weights)

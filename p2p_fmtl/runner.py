@@ -93,6 +93,7 @@ class Simulation:
         self.msg_bytes = self.exchange.message_bytes(message)
         self.inputs = self.inputs._replace(message_bytes=jnp.float32(self.msg_bytes))
         away = jnp.zeros((n,), jnp.int32)
+        self.key0 = key  # the run's key after initialisation (network_trace replays from it)
         self.carry = Carry(state, key, away, self.exchange.init(message, n))
         if self.devices > 1:
             self.carry = self.carry._replace(
@@ -122,6 +123,14 @@ class Simulation:
     @property
     def active(self):
         return self.inputs.active
+
+    def network_trace(self, rounds: int | None = None) -> dict[str, np.ndarray]:
+        """The network this run meets in rounds ``0 .. rounds − 1`` (default: all), with the
+        run's own keys: per round the W gossip uses (dense), alive nodes, live candidate
+        edges, work budgets and whether it is a gossip round
+        (:meth:`~p2p_fmtl.engine.Engine.network_trace`)."""
+        rounds = self.rounds if rounds is None else rounds
+        return self.engine.network_trace(self.key0, self.inputs, rounds)
 
     def effective_spectral_gap(self, samples: int = 200) -> float | None:
         """The schedule's effective gap (:func:`p2p_fmtl.netsim.effective_gap`)."""
@@ -257,19 +266,22 @@ class Simulation:
         row: dict[str, Any] = {"round": t}
         if "test_score" in ev:
             seen = ~self.holdout
-            score, n_test = ev["test_score"][seen], packed.n_test[seen]
-            row[f"test_{metric}"] = float(np.sum(score * n_test) / max(n_test.sum(), 1))
-            if metric == "acc":
-                row["test_acc_p10"] = float(np.percentile(score, 10))
-            elif metric in ("mse", "loss"):  # lower is better: the worst decile
-                row[f"test_{metric}_p90"] = float(np.percentile(score, 90))
-            else:  # multitask: one column per head, over the nodes doing that task
-                row.update(self._per_head(ev["test_score"], seen))
-            if "unseen_score" in ev:
-                us, un = ev["unseen_score"][self.holdout], packed.n_test[self.holdout]
-                row[f"test_{metric}_unseen"] = float(np.sum(us * un) / max(un.sum(), 1))
+            if self.task.heads:  # one column per head, over the nodes doing that task
+                row.update(self._per_head(ev["test_score"], seen, "test"))
+                if "unseen_score" in ev:
+                    row.update(self._per_head(ev["unseen_score"], self.holdout, "unseen"))
+            else:
+                score, n_test = ev["test_score"][seen], packed.n_test[seen]
+                row[f"test_{metric}"] = _weighted(score, n_test)
+                if metric == "acc":
+                    row["test_acc_p10"] = float(np.percentile(score, 10))
+                else:  # mse, loss: lower is better, the worst decile
+                    row[f"test_{metric}_p90"] = float(np.percentile(score, 90))
+                if "unseen_score" in ev:
+                    us, un = ev["unseen_score"][self.holdout], packed.n_test[self.holdout]
+                    row[f"test_{metric}_unseen"] = _weighted(us, un)
             tl, nt = ev["train_loss"][seen], packed.n_train[seen]
-            row["train_loss"] = float(np.sum(tl * nt) / max(nt.sum(), 1))
+            row["train_loss"] = _weighted(tl, nt)
         row["consensus_distance"] = float(ev["consensus_distance"])
         row["bytes_total"] = int(self.setup_bytes.sum() + self.msgs_sent.sum() * self.msg_bytes)
         if self.cfg["cost"]["enabled"]:
@@ -287,17 +299,28 @@ class Simulation:
         return np.asarray(self.dataset_info["node_task"], int)
 
     def head_metric(self, h: int) -> str:
-        head = self.task.heads[h]
-        return f"{head['name']}_{'mse' if head['kind'] == 'regression' else 'acc'}"
+        """``acc`` or ``mse``: what head h's score is."""
+        return "mse" if self.task.heads[h]["kind"] == "regression" else "acc"
 
-    def _per_head(self, score: np.ndarray, seen: np.ndarray) -> dict[str, float]:
-        """``test_<head>_acc`` / ``test_<head>_mse``: test-size weighted over its nodes."""
+    def _per_head(self, score: np.ndarray, nodes: np.ndarray, what: str) -> dict[str, float]:
+        """Multitask runs: ``test_<head>_acc`` / ``test_<head>_mse`` (``what = "unseen"``:
+        ``..._unseen``), each weighted by test-set size over the nodes of that head, and
+        the per-head spread (``_p10`` of accuracies, ``_p90`` of errors).  Accuracy and
+        squared error are never averaged together; :func:`p2p_fmtl.metrics.delta_m`
+        compares the heads against a baseline run."""
         tasks, out = self.node_tasks(), {}
-        for h in range(len(self.task.heads)):
-            m = seen & (tasks == h)
-            if m.any():
-                nt = self.packed.n_test[m]
-                out[f"test_{self.head_metric(h)}"] = float(np.sum(score[m] * nt) / max(nt.sum(), 1))
+        for h, head in enumerate(self.task.heads):
+            m = nodes & (tasks == h)
+            if not m.any():
+                continue
+            metric = self.head_metric(h)
+            key = f"test_{head['name']}_{metric}"
+            if what == "unseen":
+                out[f"{key}_unseen"] = _weighted(score[m], self.packed.n_test[m])
+                continue
+            out[key] = _weighted(score[m], self.packed.n_test[m])
+            q, tail = (10, "p10") if metric == "acc" else (90, "p90")
+            out[f"{key}_{tail}"] = float(np.percentile(score[m], q))
         return out
 
     # ------------------------------------------------------------------ checkpoints
@@ -370,12 +393,15 @@ class Simulation:
             row: dict[str, Any] = {"node": i}
             if self.packed is not None:
                 row.update(n_train=int(self.packed.n_train[i]), n_test=int(self.packed.n_test[i]))
-                score = ev["unseen_score" if self.holdout[i] else "test_score"][i]
-                row[f"test_{metric}"] = float(score)
+                score = float(ev["unseen_score" if self.holdout[i] else "test_score"][i])
                 tasks = self.node_tasks()
-                if tasks is not None:
+                if tasks is None:
+                    row[f"test_{metric}"] = score
+                else:  # its own head's score, in the column of that score
                     row["task"] = self.task.heads[tasks[i]]["name"]
-                    row["task_metric"] = self.head_metric(tasks[i]).rsplit("_", 1)[1]
+                    head_metric = self.head_metric(tasks[i])
+                    row.update(test_acc=None, test_mse=None)
+                    row[f"test_{head_metric}"] = score
                 row["train_loss"] = float(ev["train_loss"][i])
                 row["holdout"] = int(self.holdout[i])
             sent = self.setup_bytes[i] + self.msgs_sent[i] * self.msg_bytes
@@ -413,6 +439,10 @@ class Simulation:
             "jax_backend": jax.default_backend(),
             "jax_version": jax.__version__,
         }
+        if self.node_tasks() is not None:  # multitask: what each head's score is
+            summary["heads"] = {
+                head["name"]: self.head_metric(h) for h, head in enumerate(self.task.heads)
+            }
         alg = self.alg
         params = flatten_params((alg.params or alg.shared)(self.state))
         if alg.extras is not None:
@@ -420,6 +450,10 @@ class Simulation:
         result = RunResult(cfg, self.history, nodes, summary, params, state=self.state)
         result.dataset_info = self.dataset_info  # type: ignore[attr-defined]
         return result
+
+
+def _weighted(values: np.ndarray, weights: np.ndarray) -> float:
+    return float(np.sum(values * weights) / max(weights.sum(), 1))
 
 
 def _diverged(sim: Simulation, out) -> None:
@@ -481,8 +515,9 @@ def run(
         if ckpt is not None and sim.round < sim.rounds:
             sim.checkpoint(ckpt)
         bar.update(length)
-        if f"test_{sim.metric}" in row:
-            bar.set_postfix({sim.metric: f"{row[f'test_{sim.metric}']:.4f}"})
+        shown = {k[5:]: f"{v:.4f}" for k, v in row.items() if _headline(k)}
+        if shown:
+            bar.set_postfix(shown)
     bar.close()
     result = sim.result()
     if out is not None:
@@ -490,6 +525,11 @@ def run(
         if ckpt.exists():
             ckpt.unlink()
     return result
+
+
+def _headline(key: str) -> bool:
+    """Metrics shown beside the progress bar: the test score(s), not their spread."""
+    return key.startswith("test_") and not key.endswith(("_p10", "_p90", "_unseen"))
 
 
 def checkpoint_path(out: str | Path) -> Path:

@@ -94,7 +94,6 @@ FINAL_METRICS = (
     "test_acc",
     "test_mse",
     "test_loss",
-    "test_score",
     "test_acc_p10",
     "test_mse_p90",
     "test_loss_p90",
@@ -392,7 +391,9 @@ def _write_csv_atomic(path: Path, cols: list[str], rows: list[dict[str, Any]]) -
 
 
 def _write_tables(out: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
-    metric_cols = [m for m in FINAL_METRICS if any(r.get(m) is not None for r in rows)]
+    per_head = [k for r in rows for k in r if k.startswith("test_") and k not in FINAL_METRICS]
+    metrics = [*FINAL_METRICS, *dict.fromkeys(per_head)]  # multitask: one column per head
+    metric_cols = [m for m in metrics if any(r.get(m) is not None for r in rows)]
     _write_csv_atomic(out / "sweep.csv", ["run_id", *keys, "status", *metric_cols, "error"], rows)
     hist_rows: list[dict[str, Any]] = []
     hist_cols: list[str] = []
@@ -417,6 +418,7 @@ def _row(rid: str, varied: Mapping[str, Any], run_dir: Path, status: str, error:
     if status == "complete":
         s = _summary(run_dir) or {}
         row.update({m: s.get(m) for m in FINAL_METRICS})
+        row.update({k: v for k, v in s.items() if k.startswith("test_") and k not in row})
     return row
 
 

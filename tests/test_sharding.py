@@ -39,7 +39,11 @@ print(json.dumps(out))
 
 
 def test_four_devices_match_one_device():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    from combinations import FAST_COMPILE
+
+    flags = os.environ.get("XLA_FLAGS", "") + FAST_COMPILE
+    flags += " --xla_force_host_platform_device_count=4"
+    env = {**os.environ, "XLA_FLAGS": flags}
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
     )
