@@ -169,7 +169,7 @@ TOPOLOGY_KEYS = {
         "auto",
         "str",
         choices=("auto", "dense", "sparse"),
-        help="gossip as a dense W @ X or an edge list with segment_sum",
+        help="gossip as a dense W @ X or a neighbour table (sparse, for large sparse graphs)",
     ),
     "schedule": Key(
         "static",

@@ -328,10 +328,16 @@ def is_finished(run_dir: str | os.PathLike) -> bool:
 
 
 def _clean_leftovers(runs_dir: Path) -> None:
+    """Remove what killed runs left behind: temporary directories, and the checkpoints of
+    runs that finished (a run killed between writing its directory and deleting its
+    checkpoint)."""
     if not runs_dir.is_dir():
         return
     for p in runs_dir.iterdir():
-        if p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name):
+        stale_ckpt = p.name.startswith(".") and p.name.endswith(".checkpoint.npz")
+        if stale_ckpt and is_finished(runs_dir / p.name[1 : -len(".checkpoint.npz")]):
+            p.unlink(missing_ok=True)
+        elif p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name):
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             else:

@@ -73,7 +73,7 @@ def _write(tmp_path):
 def _long_config(tmp_path):
     f = tmp_path / "long.toml"
     f.write_text(
-        '[run]\nrounds = 3000\neval_every = 50\nseed = 1\n[topology]\nname = "erdos_renyi"\n'
+        '[run]\nrounds = 1200\neval_every = 40\nseed = 1\n[topology]\nname = "erdos_renyi"\n'
         'n = 30\np = 0.5\n[data]\nname = "fedem_synthetic"\nn_test = 200\n'
         '[algorithm]\nname = "dsgd"\nbatch_size = 128\nmomentum = 0.9\nlocal_epochs = 1\n'
     )

@@ -10,10 +10,10 @@ import json
 import numpy as np
 from p2p_fmtl import load_config, run
 out = {}
+# every algorithm x exchange x network on 2 devices: tests/test_combinations.py; here the
+# sparse operator of a large graph and chunks of nodes, on 4 devices
 cases = [
-    ("dem", {"name": "erdos_renyi", "n": 32, "p": 0.3}, {}),
     ("dsgd", {"name": "ring", "n": 400, "operator": "sparse"}, {}),
-    ("graph_mtl", {"name": "ring", "n": 16}, {}),
     # chunks of 3 nodes per device: every device scans its own chunks
     ("dem_chunked", {"name": "random_regular", "n": 48, "d": 4}, {"node_chunk": 3}),
 ]
@@ -43,7 +43,7 @@ def test_four_devices_match_one_device():
 
     flags = os.environ.get("XLA_FLAGS", "") + FAST_COMPILE
     flags += " --xla_force_host_platform_device_count=4"
-    env = {**os.environ, "XLA_FLAGS": flags}
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
     )
