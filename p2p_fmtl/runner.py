@@ -91,7 +91,10 @@ class Simulation:
         message = self.engine.message(state)
         self.shared_values = num_values(self.alg.shared(state))
         self.msg_bytes = self.exchange.message_bytes(message)
-        self.inputs = self.inputs._replace(message_bytes=jnp.float32(self.msg_bytes))
+        msg_bytes = jnp.float32(self.msg_bytes)
+        if self.devices > 1:
+            msg_bytes = self._put(msg_bytes, by_node=False)
+        self.inputs = self.parts.inputs = self.inputs._replace(message_bytes=msg_bytes)
         away = jnp.zeros((n,), jnp.int32)
         self.key0 = key  # the run's key after initialisation (network_trace replays from it)
         self.carry = Carry(state, key, away, self.exchange.init(message, n))
@@ -203,6 +206,10 @@ class Simulation:
         )
         if self.borrow is not None:
             self.borrow = put(self.borrow)
+        # the parts keep the placed arrays only (one copy of the data)
+        parts = self.parts
+        parts.layout, parts.packed, parts.inputs = self.layout, self.packed, self.inputs
+        parts.borrow = self.borrow
         return put(init_keys), put(key, by_node=False)
 
     def _put(self, tree, by_node: bool = True, rows: int | None = -1):

@@ -272,3 +272,35 @@ def test_multitask_reports_each_head_and_never_mixes_accuracy_with_error():
     )
     got = delta_m(res.summary, local.summary, res.summary["heads"])
     assert math.isclose(got, 100 * want, rel_tol=1e-9)
+
+
+# ------------------------------------------------------------------ the algorithm contract
+def test_a_new_algorithm_joins_by_its_file_and_the_registry():
+    """FedProx is one file in p2p_fmtl/algorithms/ and one registry entry: its declared
+    needs choose its exchange, it joins the combination matrix, and with μ = 0 it is D-SGD
+    step for step."""
+    import combinations as matrix
+
+    from p2p_fmtl.algorithms import ALGORITHMS, needs_of
+
+    assert "fedprox" in ALGORITHMS and "fedprox" in matrix._algorithm_variants()
+    assert needs_of(load_config(base("fedprox"))["algorithm"]).exchange == "average"
+    dsgd = run(load_config(base("dsgd")))
+    prox0 = run(load_config(base("fedprox", algorithm={"mu": 0.0})))
+    for k in dsgd.params:
+        np.testing.assert_array_equal(prox0.params[k], dsgd.params[k])
+    assert prox0.metrics[-1]["bytes_total"] == dsgd.metrics[-1]["bytes_total"]
+    # a strong pull keeps the local steps near the last gossiped model (round 1 of
+    # gossip_every = 2 has local work only)
+    local_moves = {}
+    for mu in (0.0, 100.0):
+        cfg = base(
+            "fedprox",
+            rounds=1,
+            algorithm={"mu": mu, "lr": 0.005, "local_steps": 10, "gossip_every": 2},
+        )
+        sim = Simulation(load_config(cfg))
+        w0 = np.asarray(sim.state.params["w"])
+        sim.advance(1)
+        local_moves[mu] = float(np.abs(np.asarray(sim.state.params["w"]) - w0).mean())
+    assert local_moves[100.0] < 0.5 * local_moves[0.0]

@@ -9,12 +9,13 @@ from .average import SPEC as AVERAGE
 from .base import Algorithm, AlgorithmSpec, Context, Inbox, Needs, NodeData
 from .dem import SPEC as DEM
 from .dsgd import SPEC as DSGD
+from .fedprox import SPEC as FEDPROX
 from .graph_mtl import SPEC as GRAPH_MTL
 from .local import SPEC as LOCAL
 from .propagation import SPEC as PROPAGATION
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
-    s.name: s for s in (LOCAL, DSGD, DEM, GRAPH_MTL, PROPAGATION, AVERAGE)
+    s.name: s for s in (LOCAL, DSGD, FEDPROX, DEM, GRAPH_MTL, PROPAGATION, AVERAGE)
 }
 
 
