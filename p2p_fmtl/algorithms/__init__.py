@@ -5,17 +5,36 @@ from __future__ import annotations
 from typing import Any
 
 from ..schema import GOSSIP_KEYS, OPTIMIZER_KEYS
+from .apfl import SPEC as APFL
 from .average import SPEC as AVERAGE
 from .base import Algorithm, AlgorithmSpec, Context, Inbox, Needs, NodeData
 from .dem import SPEC as DEM
+from .ditto import SPEC as DITTO
 from .dsgd import SPEC as DSGD
 from .fedprox import SPEC as FEDPROX
+from .fedrep import SPEC as FEDREP
 from .graph_mtl import SPEC as GRAPH_MTL
+from .ifca import SPEC as IFCA
 from .local import SPEC as LOCAL
+from .pfedme import SPEC as PFEDME
 from .propagation import SPEC as PROPAGATION
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
-    s.name: s for s in (LOCAL, DSGD, FEDPROX, DEM, GRAPH_MTL, PROPAGATION, AVERAGE)
+    s.name: s
+    for s in (
+        LOCAL,
+        DSGD,
+        FEDPROX,
+        DITTO,
+        FEDREP,
+        IFCA,
+        APFL,
+        PFEDME,
+        DEM,
+        GRAPH_MTL,
+        PROPAGATION,
+        AVERAGE,
+    )
 }
 
 
