@@ -19,11 +19,21 @@ rounds).  Three studies, each a resumable sweep (finished runs are skipped on a 
    algorithm's Pareto front (fewest bytes for the accuracy; round 0 left out).  Figure: one
    row of panels per algorithm, one panel per E, colour = wire, line style = k, log-x, the
    algorithm's front in black.
+
+   **Consensus.**  A compressed run can score above an uncompressed one only because its
+   nodes never agree (each keeps a partly local model).  An evaluation is marked *apart*
+   when its consensus distance is above the largest consensus distance the uncompressed run
+   of the same algorithm, E and gossip period ever had (rounds 1 to 100): the nodes are
+   further apart than plain gossip ever lets them be.  The figure draws apart evaluations
+   as open circles and a run still apart at its last evaluation with a cross; the table
+   gives every run's final consensus distance (and its ratio to that reference), and marks
+   with † the MB-to-target values read at an apart evaluation.
 3. **Graph degree** (``sweeps/tradeoff.toml``, 18 runs): E ∈ {1, 2, 5} on a ring, the
    exponential graph and Erdős–Rényi, uncompressed, gossip every round (the first version of
    this study), drawn with ``p2p-fmtl plot`` kind ``tradeoff``.
 
     python experiments/comm_accuracy_tradeoff.py --jobs 2          # about 11 minutes on 2 cores
+    python experiments/comm_accuracy_tradeoff.py --from-results    # redraw from the CSVs: seconds
 """
 
 from __future__ import annotations
@@ -75,9 +85,26 @@ READING = (
     "reaches consensus (top-k 1 % is still apart at round 100: 70.4 %); its 70 % column "
     "measures that transient, not a better consensus model. MB to a target are read at the "
     "evaluations (every 10 rounds). Bytes per message: D-EM (M = 3 components) sends 1,812 B "
-    "uncompressed, 368 B top-k 10 %, 40 B top-k 1 %, 235 B QSGD; D-SGD 604, 128, 24, 84 B."
+    "uncompressed, 368 B top-k 10 %, 40 B top-k 1 %, 235 B QSGD; D-SGD 604, 128, 24, 84 B. "
+    "Consensus marks: every compressed run first reaches the targets while its nodes are further "
+    "apart than the uncompressed run's ever are (†), so the MB-to-target savings are measured on "
+    "partly local models. At round 100 all top-k 1 % runs, the top-k 10 % runs gossiping every 5 "
+    "rounds and D-EM's QSGD runs gossiping every 5 rounds are still apart (27 of 54 compressed "
+    "runs); D-EM's QSGD runs gossiping every 1 or 2 rounds are back at consensus (final distance "
+    "0.03–0.3× the reference) at 71.7–74.2 % with 5–10 MB, against 73.6–76.7 % with 39–77 MB "
+    "uncompressed at the same gossip periods."
 )
 SHRINK = 0.75  # γ check: consensus distance must shrink by a quarter over the last quarter
+APART_LABEL = "nodes apart: consensus distance > the uncompressed run's peak"
+APART_TEXT = (
+    "*Consensus*: an evaluation is *apart* when its consensus distance is above the largest "
+    "consensus distance of the uncompressed run with the same algorithm, E and gossip period "
+    "(rounds 1–100): the nodes disagree more than plain gossip ever lets them, so the "
+    "accuracy partly measures local models. Last column: final consensus distance and, in "
+    "brackets, its ratio to that reference; **apart**: still apart at round 100 (open "
+    "circles and crosses in the figure); †: the target was first reached at an apart "
+    "evaluation."
+)
 
 
 def wire(r: dict) -> str:
@@ -162,14 +189,45 @@ def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return on
 
 
+def first_hit(acc, target: float) -> int | None:
+    """Index of the first evaluation with mean accuracy >= target (None: never)."""
+    hit = np.nonzero(np.asarray(acc) >= target)[0]
+    return int(hit[0]) if len(hit) else None
+
+
 def first_mb(mb, acc, target: float) -> float | None:
     """Cumulative MB at the first evaluation with mean accuracy >= target (None: never)."""
-    hit = np.nonzero(np.asarray(acc) >= target)[0]
-    return float(np.asarray(mb)[hit[0]]) if len(hit) else None
+    i = first_hit(acc, target)
+    return None if i is None else float(np.asarray(mb)[i])
 
 
-def mb_cell(v: float | None) -> str:
-    return "–" if v is None else f"{v:.2f}"
+def mb_cell(v: float | None, apart: bool = False) -> str:
+    return "–" if v is None else f"{v:.2f}" + (" †" if apart else "")
+
+
+def mark_apart(recs: list[dict]) -> None:
+    """Per run, ``apart``: which evaluations have a consensus distance above the largest one
+    of the uncompressed run with the same algorithm, E and gossip period (its reference,
+    ``ref_cons``); None when the study has no such run."""
+    ref = {
+        (r["alg"], r["E"], r["k"]): float(np.nanmax(r["cons"][1:]))
+        for r in recs
+        if r["wire"] == "none"
+    }
+    for r in recs:
+        peak = ref.get((r["alg"], r["E"], r["k"]))
+        r["ref_cons"] = peak
+        r["apart"] = None if peak is None else r["cons"] > peak
+
+
+def cons_cell(r: dict) -> str:
+    """Final consensus distance, its ratio to the reference and whether still apart."""
+    c = r["cons"][-1]
+    if r["ref_cons"] is None:
+        return f"{c:.2g}"
+    ratio = c / r["ref_cons"]
+    cell = f"{c:.2g} ({ratio:.0f}×)" if ratio >= 10 else f"{c:.2g} ({ratio:.2g}×)"
+    return cell + (" **apart**" if r["apart"][-1] else "")
 
 
 def analyse(history: Path) -> list[dict]:
@@ -179,6 +237,7 @@ def analyse(history: Path) -> list[dict]:
         r0 = rows[0]
         mb = np.array([float(r["bytes_total"]) / 1e6 for r in rows])
         acc = np.array([float(r["test_acc"]) for r in rows])
+        cons = np.array([float(r["consensus_distance"]) for r in rows])
         alg = r0["algorithm.name"]
         recs.append(
             {
@@ -192,14 +251,19 @@ def analyse(history: Path) -> list[dict]:
                 else None,
                 "mb": mb,
                 "acc": acc,
+                "cons": cons,
                 "best": float(acc.max()),
                 "final": float(acc[-1]),
                 "total_mb": float(mb[-1]),
+                "hit": [first_hit(acc, t) for t in TARGETS[alg]],
                 "mb_target": [first_mb(mb, acc, t) for t in TARGETS[alg]],
             }
         )
+    mark_apart(recs)
     for alg in ALGS:
         rs = [r for r in recs if r["alg"] == alg]
+        if not rs:
+            continue
         xs = np.concatenate([r["mb"][1:] for r in rs])
         ys = np.concatenate([r["acc"][1:] for r in rs])
         on = pareto_mask(xs, ys)
@@ -227,8 +291,8 @@ def front_of(recs: list[dict], alg: str) -> tuple[np.ndarray, np.ndarray]:
 def table(recs: list[dict]) -> str:
     lines = [
         "| algorithm | E | gossip every | wire (γ) | best acc (%) | final acc (%) | total MB "
-        "| MB to low target | MB to high target | Pareto |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---|",
+        "| MB to low target | MB to high target | Pareto | final consensus distance (× ref.) |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in recs:
         g = "" if r["gamma"] is None else f" ({r['gamma']:g})"
@@ -238,10 +302,14 @@ def table(recs: list[dict]) -> str:
             sel = r["mb"][r["front"]]
             span = f"{sel.min():.2g}" if n_front == 1 else f"{sel.min():.2g}–{sel.max():.2g}"
             front = f"**yes** ({n_front}: {span} MB)"
+        targets = [
+            mb_cell(v, i is not None and r["apart"] is not None and bool(r["apart"][i]))
+            for v, i in zip(r["mb_target"], r["hit"], strict=True)
+        ]
         lines.append(
             f"| {ALGS[r['alg']]} | {r['E']} | {r['k']} | {r['wire']}{g} | {100 * r['best']:.2f} "
-            f"| {100 * r['final']:.2f} | {r['total_mb']:.2f} | {mb_cell(r['mb_target'][0])} "
-            f"| {mb_cell(r['mb_target'][1])} | {front} |"
+            f"| {100 * r['final']:.2f} | {r['total_mb']:.2f} | {targets[0]} | {targets[1]} "
+            f"| {front} | {cons_cell(r)} |"
         )
     return "\n".join(lines)
 
@@ -257,8 +325,11 @@ def best_saving(recs: list[dict]) -> list[str]:
             comp = [r for r in rs if r["wire"] != "none"]
 
             def desc(r, i=i):
+                j = r["hit"][i]
+                apart = r["apart"] is not None and bool(r["apart"][j])
                 return (
-                    f"{r['mb_target'][i]:.2f} MB (E = {r['E']}, gossip every {r['k']}, {r['wire']})"
+                    f"{r['mb_target'][i]:.2f} MB (E = {r['E']}, gossip every {r['k']}, {r['wire']}"
+                    + (", nodes apart)" if apart else ")")
                 )
 
             if not comp:
@@ -289,12 +360,13 @@ def figure(recs: list[dict], path: Path) -> None:
     from matplotlib.lines import Line2D
 
     es = sorted({r["E"] for r in recs})
+    algs = {a: name for a, name in ALGS.items() if any(r["alg"] == a for r in recs)}
     fig, axes = plt.subplots(
-        len(ALGS), len(es), figsize=(4.6 * len(es), 3.9 * len(ALGS)), sharex=True, squeeze=False
+        len(algs), len(es), figsize=(4.6 * len(es), 3.9 * len(algs)), sharex=True, squeeze=False
     )
     xmin = min(r["mb"][1] for r in recs) / 1.5
     xmax = max(r["mb"][-1] for r in recs) * 1.5
-    for row, (alg, name) in enumerate(ALGS.items()):
+    for row, (alg, name) in enumerate(algs.items()):
         fx, fy = front_of(recs, alg)
         ys = [a for r in recs if r["alg"] == alg for a in r["acc"][1:]]
         lo, hi = np.percentile(ys, 1) - 0.01, max(ys) + 0.01
@@ -302,11 +374,20 @@ def figure(recs: list[dict], path: Path) -> None:
             ax = axes[row][col]
             for r in (r for r in recs if r["alg"] == alg and r["E"] == e):
                 x, y = r["mb"][1:], r["acc"][1:]
-                ax.plot(x, y, STYLES[r["k"]], color=COLOURS[r["wire"]], lw=1.4, alpha=0.85)
-                ax.plot(x[-1], y[-1], "o", color=COLOURS[r["wire"]], ms=4)
+                c = COLOURS[r["wire"]]
+                ax.plot(x, y, STYLES[r["k"]], color=c, lw=1.4, alpha=0.85)
+                apart = r["apart"][1:] if r["apart"] is not None else np.zeros(len(x), bool)
+                if apart[:-1].any():  # evaluations whose nodes are apart: open circles
+                    a = np.flatnonzero(apart[:-1])
+                    ax.plot(x[a], y[a], "o", ls="", mfc="white", mec=c, mew=1.0, ms=4.5)
+                if apart[-1]:  # still apart at the end: a cross
+                    ax.plot(x[-1], y[-1], "X", color=c, mec="k", mew=0.6, ms=8, zorder=4)
+                else:
+                    ax.plot(x[-1], y[-1], "o", color=c, ms=4)
                 f = r["front"][1:]
-                if f.any():
-                    ax.plot(x[f], y[f], "*", color=COLOURS[r["wire"]], ms=10, mec="k", mew=0.6)
+                for sel, face in ((f & ~apart, c), (f & apart, "white")):  # open: apart
+                    if sel.any():
+                        ax.plot(x[sel], y[sel], "*", ls="", mfc=face, mec=c, ms=11, mew=1.0)
             ax.step(fx, fy, where="post", color="tab:red", lw=1.0, alpha=0.6, zorder=0)
             for t in TARGETS[alg]:
                 ax.axhline(t, color="grey", lw=0.7, ls="-.")
@@ -315,7 +396,7 @@ def figure(recs: list[dict], path: Path) -> None:
             ax.set_ylim(lo, hi)
             ax.grid(alpha=0.3, which="both", lw=0.4)
             ax.set_title(f"{name}, E = {e} local epoch{'s' if e > 1 else ''}", fontsize=10)
-            if row == len(ALGS) - 1:
+            if row == len(algs) - 1:
                 ax.set_xlabel("cumulative MB sent (all nodes, log)")
             if col == 0:
                 ax.set_ylabel("mean test accuracy")
@@ -325,16 +406,23 @@ def figure(recs: list[dict], path: Path) -> None:
     ]
     handles += [
         Line2D([], [], color="tab:red", lw=1.0, alpha=0.6, label="Pareto front (all E)"),
-        Line2D([], [], ls="", marker="*", color="grey", mec="k", ms=10, label="on the front"),
+        Line2D([], [], ls="", marker="*", color="grey", ms=11, label="on the front"),
+        Line2D(
+            [], [], ls="", marker="*", mfc="white", mec="grey", ms=11, label="on it, nodes apart"
+        ),
         Line2D([], [], color="grey", lw=0.7, ls="-.", label="target accuracies"),
+        Line2D([], [], ls="", marker="o", mfc="white", mec="grey", ms=5, label=APART_LABEL),
+        Line2D(
+            [], [], ls="", marker="X", color="grey", mec="k", ms=8, label="still apart at the end"
+        ),
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=9, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=9, frameon=False)
     fig.suptitle(
         "FedEM synthetic, 30 nodes, Erdős–Rényi p = 0.5, 100 rounds: accuracy vs bytes "
         "(CHOCO-gossip for compressed wires)",
         fontsize=11,
     )
-    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.11, 1, 0.97))
     fig.savefig(path, dpi=130)
     plt.close(fig)
 
@@ -369,12 +457,25 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-degree", action="store_true", help="skip the graph-degree study")
     ap.add_argument("--no-record", action="store_true", help="do not touch RESULTS.md")
+    ap.add_argument(
+        "--from-results",
+        action="store_true",
+        help="run nothing: redraw the figure and tables from the history.csv files in results/",
+    )
     args = ap.parse_args(argv)
 
     ok = True
-    res = run_sweep(GAMMA_SWEEP, out=GAMMA_OUT, jobs=args.jobs, quiet=False)
-    ok &= res.ok
-    chosen, gamma_lines = choose_gamma(res.history_csv)
+
+    def sweep(path: Path, out: Path) -> Path:
+        """The sweep's history.csv (running the unfinished runs unless --from-results)."""
+        nonlocal ok
+        if args.from_results:
+            return out / "history.csv"
+        res = run_sweep(path, out=out, jobs=args.jobs, quiet=False)
+        ok &= res.ok
+        return res.history_csv
+
+    chosen, gamma_lines = choose_gamma(sweep(GAMMA_SWEEP, GAMMA_OUT))
     used = file_gammas(COMP_SWEEP)
     if used != chosen:
         print(
@@ -382,19 +483,17 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
 
-    res = run_sweep(COMP_SWEEP, out=COMP_OUT, jobs=args.jobs, quiet=False)
-    ok &= res.ok
-    recs = analyse(res.history_csv)
+    recs = analyse(sweep(COMP_SWEEP, COMP_OUT))
     figure(recs, FIGURE)
     main_table = table(recs)
     saving = best_saving(recs)
 
     deg = None
     if not args.no_degree:
-        res = run_sweep(DEGREE_SWEEP, out=DEGREE_OUT, jobs=args.jobs, quiet=False)
-        ok &= res.ok
-        plot(DEGREE_OUT, "tradeoff", DEGREE_OUT / "tradeoff.png")
-        deg = degree_table(res.history_csv)
+        history = sweep(DEGREE_SWEEP, DEGREE_OUT)
+        if (DEGREE_OUT / "runs").is_dir():  # the run directories (not kept in git)
+            plot(DEGREE_OUT, "tradeoff", DEGREE_OUT / "tradeoff.png")
+        deg = degree_table(history)
 
     targets = "; ".join(
         f"{ALGS[a]} {100 * lo:.0f} % and {100 * hi:.0f} %" for a, (lo, hi) in TARGETS.items()
@@ -405,6 +504,8 @@ def main(argv=None) -> int:
         "mean accuracy) over all 36 runs (count and MB range of those evaluations).",
         "",
         main_table,
+        "",
+        APART_TEXT,
         "",
         "\n".join(f"* {s}" for s in saving),
         "",

@@ -7,12 +7,20 @@ local work, relation weights), the exchange is chosen by :func:`p2p_fmtl.exchang
 plan_exchange`, and the network process by :func:`p2p_fmtl.network.build_process`;
 nothing here looks at an algorithm's name.  :class:`p2p_fmtl.runner.Simulation` runs
 the parts.
+
+Before the graph is built or the data generated, and again once the data are loaded and
+the model built (before anything is packed or initialised), :mod:`p2p_fmtl.memory`
+estimates the memory the run needs and refuses a run that cannot fit.
+
+A researcher's own graph and mixing matrix go straight in:
+``assemble(cfg, graph=G, mixing=W)`` (see :func:`assemble`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,9 +31,11 @@ import numpy as np
 
 import topologies
 
+from . import memory
 from .algorithms import ALGORITHMS, Algorithm, AlgorithmSpec, Context, Needs, NodeData, needs_of
-from .config import Config
+from .config import GIVEN, Config
 from .data import PackedData, load_dataset, pack
+from .data.packing import plan_groups
 from .engine import Engine, Layout, RoundInputs
 from .errors import ConfigError, UserError
 from .exchange import Exchange, plan_exchange
@@ -42,7 +52,7 @@ from .network import (
     static_mixing_facts,
 )
 from .optim import lr_schedule, make_optimizer
-from .schema import GOSSIP_KEYS
+from .schema import GOSSIP_KEYS, TOPOLOGY_KEYS
 from .tasks import Task, make_task
 from .training import LocalWork
 
@@ -77,7 +87,8 @@ class Parts:
     borrow: Mixing | None  # how unseen nodes borrow their neighbours' shared state
     gossip_operator: str  # "dense" | "sparse"
     setup_bytes: np.ndarray  # (N,) bytes sent once before training (data statistics)
-    lrs: np.ndarray  # the learning rate of every round
+    lrs: LearningRates  # the learning rate of every round (``lrs[t]``, t an index array)
+    node_labels: list | None = None  # a given graph's node labels, in node order
 
     @property
     def alg(self) -> Algorithm:
@@ -92,9 +103,40 @@ class Parts:
         return "acc" if self.task is None else self.task.metric
 
 
+class LearningRates:
+    """The learning rate of every round, computed when read: ``lrs[idx]`` for an index
+    array gives a float32 array (the schedule of :func:`p2p_fmtl.optim.lr_schedule`, or
+    zeros for an algorithm that does not train); ``len(lrs)`` is ``max(run.rounds, 1)``.
+    Nothing is stored per round, so a large ``run.rounds`` costs no memory up front."""
+
+    def __init__(self, alg_cfg: Mapping[str, Any], rounds: int, trains: bool):
+        self._sched = lr_schedule(alg_cfg, rounds) if trains else None
+        self._len = max(rounds, 1)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, idx) -> np.ndarray:
+        t = np.asarray(idx)
+        if self._sched is None:
+            return np.zeros(t.shape, np.float32)
+        values = [float(self._sched(int(i))) for i in t.reshape(-1)]
+        return np.asarray(values, np.float32).reshape(t.shape)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[np.arange(self._len)]
+        return out if dtype is None else out.astype(dtype)
+
+
 def build_graph(cfg: Config):
     """The graph of the ``[topology]`` section."""
     t = cfg["topology"]
+    if t["name"] == GIVEN:
+        raise ConfigError(
+            "topology.name: got 'given', which stands for a graph passed in Python "
+            "(assemble(cfg, graph=G) or p2p_fmtl.run(cfg, graph=G)); in a config name a "
+            f"builder: {', '.join(topologies.BUILDERS)}"
+        )
     params = {k: t[k] for k in topologies.builder_params(t["name"]) if t.get(k) is not None}
     try:
         return topologies.build(t["name"], t["n"], seed=t["seed"], **params)
@@ -195,16 +237,121 @@ def _to_device(tree):
     return jax.tree.map(jnp.asarray, tree)
 
 
-def assemble(cfg: Config) -> Parts:
-    """Build every part of the run of ``cfg`` (graph, data, model, algorithm, network)."""
+def _given(cfg: Config, graph, mixing) -> tuple[Config, Any, list | None, np.ndarray | None]:
+    """The config of a run on a given graph and / or mixing matrix (``topology.name`` and
+    ``topology.mixing`` say ``"given"``), the graph relabelled, its labels, and W."""
+    raw = cfg.raw
+    topo = dict(raw.get("topology", {}))
+    G = labels = W = None
+    if graph is not None:
+        try:
+            G = topologies.from_graph(graph)
+        except topologies.TopologyError as e:
+            raise UserError(f"graph: {str(e).split(': ', 1)[-1]}") from None
+        n = G.number_of_nodes()
+        if "n" in topo and topo["n"] != n:  # the graph passed in decides
+            warnings.warn(
+                f"topology.n: {topo['n']!r} replaced by the given graph's {n} nodes",
+                UserWarning,
+                stacklevel=3,
+            )
+        labels = [G.nodes[i]["label"] for i in range(n)]
+        topo = {k: v for k, v in topo.items() if k in TOPOLOGY_KEYS}  # no builder keys
+        topo.update(name=GIVEN, n=n)
+    if isinstance(mixing, str):  # a rule's name
+        topo["mixing"] = mixing
+    elif mixing is not None:
+        try:
+            W = np.asarray(mixing, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise UserError(
+                f"mixing: got {type(mixing).__name__}, expected a square numeric matrix "
+                "(or a mixing rule's name)"
+            ) from None
+        topo["mixing"] = GIVEN
+    if W is not None:
+        _check_given_matrix(cfg)
+    raw["topology"] = topo
+    return Config(raw, source=cfg.source), G, labels, W
+
+
+def _check_given_matrix(cfg: Config) -> None:
+    """A given W is the static graph's: no other graphs, nothing to recompute it from."""
+    schedule, faults = cfg["topology"]["schedule"], cfg["faults"]
+    if schedule != "static":
+        raise ConfigError(
+            f"mixing: a given matrix is the W of the static graph, but topology.schedule = "
+            f"{schedule!r} draws other graphs; allowed: 'static' (or give a mixing rule's name)"
+        )
+    losses = any(faults[k] > 0 for k in ("node_drop", "link_drop", "churn"))
+    if losses and faults["reweight"] == "rule":
+        raise ConfigError(
+            "faults.reweight: got 'rule', which recomputes topology.mixing on each round's "
+            "live graph, but a given matrix has no rule; allowed: 'self', 'metropolis'"
+        )
+
+
+def _check_outputs(cfg: Config, model, task: Task, ds) -> None:
+    """The model's outputs for one sample have the shape the task reads: ``(classes,)``
+    (or ``(1,)``), or ``(positions, vocab)`` for next-token data."""
+    nd = ds.nodes[0]
+    x = jax.ShapeDtypeStruct((1, *ds.feature_shape), nd.x_train.dtype)
+    name = cfg["model"]["name"]
+    field = "model.module" if name in ("flax", "equinox") else "model.name"
+    try:
+        params = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+        out = jax.eval_shape(model.apply, params, x).shape[1:]
+    except Exception as e:  # noqa: BLE001 - a user's module that cannot run on the data
+        if name not in ("flax", "equinox"):
+            raise
+        msg = " ".join(str(e).split())[:200]
+        raise ConfigError(
+            f"{field}: the module fails on inputs of shape {ds.feature_shape} "
+            f"({type(e).__name__}: {msg})"
+        ) from None
+    want = (*nd.y_train.shape[1:], task.out_dim) if task.kind == "lm" else (task.out_dim,)
+    if tuple(out) != want:
+        raise ConfigError(
+            f"{field}: got {cfg['model'].get('module') or name!r}, whose output for one "
+            f"sample has shape {tuple(out)}, but data.name = {cfg['data']['name']!r} is a "
+            f"{task.kind} task reading outputs of shape {want}"
+        )
+
+
+def assemble(cfg: Config, *, graph=None, mixing=None) -> Parts:
+    """Build every part of the run of ``cfg`` (graph, data, model, algorithm, network).
+
+    ``graph``: any networkx graph, replacing the config's topology builder.  Its nodes
+    become ``0 .. n-1`` in sorted order of their labels (insertion order when the labels
+    cannot be sorted), a directed graph becomes undirected and self-loops are dropped
+    (:func:`topologies.from_graph`); it must be connected.  ``parts.node_labels`` holds
+    the original labels in node order, and ``parts.cfg`` says ``topology.name = "given"``
+    and ``topology.n`` = the graph's size (a config that sets ``topology.n`` to another
+    size is refused; one that leaves it unset takes the graph's).
+
+    ``mixing``: a matrix ``W`` (numpy or array-like), the static graph's mixing weights:
+    square of the graph's size, symmetric, doubly stochastic, non-negative and zero off
+    the graph's edges and diagonal (else refused with one line naming ``mixing`` and the
+    worst violation); ``parts.cfg`` says ``topology.mixing = "given"``.  A mixing rule's
+    name instead replaces ``topology.mixing``.  Without ``graph``, ``W`` is for the
+    config's graph.  A matrix needs ``topology.schedule = "static"``, no held-out nodes,
+    and, with node or link faults, ``faults.reweight = "self"`` or ``"metropolis"``.
+    """
+    labels = W = G = None
+    if graph is not None or mixing is not None:
+        cfg, G, labels, W = _given(cfg, graph, mixing)
     run_cfg, topo_cfg, alg_cfg = cfg["run"], cfg["topology"], cfg["algorithm"]
     spec = ALGORITHMS[alg_cfg["name"]]
     needs = needs_of(alg_cfg)
-    G = build_graph(cfg)
+    if G is None:
+        memory.check(memory.estimate_config(cfg), warn=False)
+        G = build_graph(cfg)
+    else:
+        memory.check(memory.estimate_config(cfg, edges=G.number_of_edges()), warn=False)
     n = G.number_of_nodes()
 
     # data, task, model, optimizer
-    ds = packed = task = model = optimizer = work = None
+    ds = packed = task = model = optimizer = work = groups = None
     holdout = np.zeros(n, dtype=bool)
     if spec.uses_data:
         ds = load_dataset(cfg["data"], n)
@@ -213,6 +360,42 @@ def assemble(cfg: Config) -> Parts:
                 f"topology.n: got {n}, but data {cfg['data']['name']!r} has {ds.num_nodes} "
                 f"nodes; allowed: {ds.num_nodes}"
             )
+        task = make_task(ds.task, ds.num_classes, cfg["model"]["loss"], heads=ds.info.get("heads"))
+        model = build_model(cfg["model"], ds.feature_shape, task.out_dim)
+        _check_outputs(cfg, model, task, ds)
+        holdout = holdout_mask(cfg["data"]["holdout_nodes"], n, run_cfg["seed"])
+        groups = plan_groups(
+            np.array([nd.n_train for nd in ds.nodes]),
+            alg_cfg.get("batch_size"),
+            cfg["data"]["bucketing"],
+            cfg["data"]["max_buckets"],
+            run_cfg["rounds"],
+            needs.copies,
+        )
+    if spec.trains:
+        if cfg["model"].get("freeze_base") and alg_cfg["weight_decay"] > 0:
+            raise ConfigError(
+                f"algorithm.weight_decay: got {alg_cfg['weight_decay']}, but "
+                "model.freeze_base = true and decoupled weight decay would still shrink "
+                "the frozen base; allowed: 0"
+            )
+        optimizer = make_optimizer(alg_cfg)
+    degrees = [d for _, d in G.degree()]
+    memory.check(
+        memory.estimate_parts(
+            cfg,
+            n=n,
+            edges=G.number_of_edges(),
+            max_degree=max(degrees, default=0),
+            ds=ds,
+            groups=groups,
+            model=model,
+            optimizer=optimizer,
+            copies=max(needs.copies, 1),
+            on_host=jax.default_backend() == "cpu",
+        )
+    )
+    if ds is not None:
         chunk_bytes, node_chunk = chunk_budget(run_cfg)
         packed = pack(
             ds,
@@ -225,23 +408,13 @@ def assemble(cfg: Config) -> Parts:
             node_chunk=node_chunk,
             devices=run_cfg["devices"],
         )
-        task = make_task(ds.task, ds.num_classes, cfg["model"]["loss"], heads=ds.info.get("heads"))
-        model = build_model(cfg["model"], ds.feature_shape, task.out_dim)
-        holdout = holdout_mask(cfg["data"]["holdout_nodes"], n, run_cfg["seed"])
     if spec.trains:
-        if cfg["model"].get("freeze_base") and alg_cfg["weight_decay"] > 0:
-            raise ConfigError(
-                f"algorithm.weight_decay: got {alg_cfg['weight_decay']}, but "
-                "model.freeze_base = true and decoupled weight decay would still shrink "
-                "the frozen base; allowed: 0"
-            )
-        optimizer = make_optimizer(alg_cfg)
         rng_size = int(packed.n_train.max()) if packed is not None else 0
         work = LocalWork.from_config(alg_cfg, rng_size=rng_size)
 
     # the network: training mixing weights, the process, the exchange
     n_train = None if packed is None else packed.n_train
-    net = build_network(G, topo_cfg["mixing"], holdout, n_train)
+    net = build_network(G, topo_cfg["mixing"], holdout, n_train, weights=W)
     gossip_operator, mixing = make_mixing(*net.mixing, n, topo_cfg["operator"])
     samples = np.zeros(n)
     if work is not None and packed is not None:
@@ -308,11 +481,7 @@ def assemble(cfg: Config) -> Parts:
     ds = None
     if packed is not None and packed.nbytes > TRIM_ABOVE_BYTES:
         _trim_heap()
-    rounds = run_cfg["rounds"]
-    lrs = np.zeros(max(rounds, 1), np.float32)
-    if spec.trains:
-        sched = lr_schedule(alg_cfg, rounds)
-        lrs = np.asarray([sched(t) for t in range(max(rounds, 1))], np.float32)
+    lrs = LearningRates(alg_cfg, run_cfg["rounds"], spec.trains)
     return Parts(
         cfg=cfg,
         graph=G,
@@ -332,7 +501,8 @@ def assemble(cfg: Config) -> Parts:
         gossip_operator=gossip_operator,
         setup_bytes=setup_bytes,
         lrs=lrs,
+        node_labels=labels,
     )
 
 
-__all__ = ["NetArrays", "Parts", "assemble", "build_graph", "chunk_budget"]
+__all__ = ["LearningRates", "NetArrays", "Parts", "assemble", "build_graph", "chunk_budget"]

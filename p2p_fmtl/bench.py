@@ -324,12 +324,20 @@ def run_specs(specs: Sequence[Mapping[str, Any]], *, timeout: float, quiet: bool
         msg = f"FAILED: {row.get('reason')}"
         if row["status"] == "ok":
             msg = f"{row['s_per_round']:.4g} s/round, compile {row['compile_s']:.1f} s"
+            if why := disturbance(row):
+                msg += f" ⚠ {why}"
         if not quiet:
             bar.write(f"{label}: {msg}", file=sys.stderr)
     return rows
 
 
 # --------------------------------------------------------------------------- the table
+TOO_SLOW = (
+    "so its times are too slow: the machine was shared while it was timed. Re-run it on an "
+    "idle machine (or with fewer other jobs) for a clean number"
+)
+
+
 def disturbance(row: Mapping[str, Any]) -> str | None:
     """Why a row's times are too slow (the machine was shared), in words; None if not."""
     if row.get("status") != "ok":
@@ -370,7 +378,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     for r in rows:
         if why := disturbance(r):
             what = f"{LABELS.get(r['algorithm'], r['algorithm'])}, {r.get('n')} nodes"
-            lines.append(f"\n⚠ {what}, threads {r['threads']}: {why} (its times are too slow)")
+            lines.append(f"\n⚠ {what}, threads {r['threads']}: {why}, {TOO_SLOW}")
     return "\n".join(lines)
 
 

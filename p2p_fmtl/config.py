@@ -12,15 +12,22 @@ keys that belong to the named builder, generator, model or algorithm.  Resolutio
 
 Python use::
 
-    cfg = load_config("exp.toml", overrides={"run.rounds": 50})
+    cfg = load_config("exp.toml", overrides={"run.rounds": 50}, unset=["topology.p"])
     cfg["algorithm"]["lr"], cfg.get("algorithm.lr")
     cfg2 = cfg.override({"topology.name": "ring"})
+
+An override that changes ``topology.name``, ``data.name``, ``model.name`` or
+``algorithm.name`` away from the file's drops the file's keys of that section the new
+builder, generator, model or algorithm does not take, with a warning per key
+(:func:`apply_overrides`); keys given in the overrides themselves are never dropped.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import tomllib
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,10 +57,25 @@ from .schema import (  # noqa: F401  (re-exported: the schema's names, as before
     keys_from_defaults,
 )
 
+GIVEN = "given"  # topology.name / topology.mixing of a graph or matrix given in Python
+NAMED_SECTIONS = ("topology", "data", "model", "algorithm")
+
+
+def default_name(section: str) -> str:
+    """The ``name`` a named section has when the config gives none."""
+    return {
+        "topology": TOPOLOGY_KEYS["name"].default,
+        "data": DEFAULT_DATA,
+        "model": MODEL_KEYS["name"].default,
+        "algorithm": DEFAULT_ALGORITHM,
+    }[section]
+
 
 def _registry_keys(section: str, name: str) -> dict[str, Key]:
     """Keys that belong to the named builder / generator / model / algorithm."""
     if section == "topology":
+        if name == GIVEN:  # a graph given to assemble(cfg, graph=G): no builder keys
+            return {}
         return keys_from_defaults(topologies.builder_params(name))
     if section == "data":
         from .data import dataset_params
@@ -132,18 +154,13 @@ def resolve(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     for section in SECTIONS:
         body = dict(raw.get(section, {}))
         name = None
-        if section in ("topology", "data", "model", "algorithm"):
-            default_names = {
-                "topology": TOPOLOGY_KEYS["name"].default,
-                "data": DEFAULT_DATA,
-                "model": MODEL_KEYS["name"].default,
-                "algorithm": DEFAULT_ALGORITHM,
-            }
-            name = body.get("name", default_names[section])
+        if section in NAMED_SECTIONS:
+            name = body.get("name", default_name(section))
             field = f"{section}.name"
             if not isinstance(name, str):
                 raise ConfigError(f"{field}: got {name!r}, expected a string")
-            if name not in _names(section):
+            given = section == "topology" and name == GIVEN
+            if name not in _names(section) and not given:
                 raise unknown_name(field, name, _names(section))
         schema = _section_schema(section, name)
         resolved = {}
@@ -190,8 +207,24 @@ def _check_combinations(cfg: dict[str, dict[str, Any]], raw: Mapping[str, Any]) 
     from .network import SERVER_RULES
 
     rules = {*topologies.MIXING_RULES, *SERVER_RULES}
-    if topo["mixing"] not in rules:
+    if topo["mixing"] not in rules and topo["mixing"] != GIVEN:
         raise unknown_name("topology.mixing", topo["mixing"], rules)
+    if topo["mixing"] in FMMC_RULES and not _installed("cvxpy"):
+        raise ConfigError(
+            f"topology.mixing: got {topo['mixing']!r}, which solves a semidefinite program "
+            "with cvxpy, not installed here; pip install cvxpy (or pip install "
+            "'p2p-fmtl[fmmc]'), or use 'metropolis'"
+        )
+    if run["devices"] > topo["n"]:
+        raise ConfigError(
+            f"run.devices: got {run['devices']}, but topology.n = {topo['n']} and each device "
+            f"holds at least one node; allowed: a divisor of {topo['n']}"
+        )
+    if run["rounds"] > INT32_MAX:
+        raise ConfigError(
+            f"run.rounds: got {run['rounds']}, expected an integer in [0, {INT32_MAX}] "
+            "(rounds are counted in 32 bits)"
+        )
     spec = ALGORITHMS[alg["name"]]
     if spec.trains:
         raw_alg = raw.get("algorithm", {})
@@ -202,9 +235,7 @@ def _check_combinations(cfg: dict[str, dict[str, Any]], raw: Mapping[str, Any]) 
                 f"algorithm.local_epochs / algorithm.local_steps: got {alg['local_epochs']} and "
                 f"{alg['local_steps']}; set exactly one of them to a positive integer"
             )
-        from .optim import check_optimizer
-
-        check_optimizer(alg)
+        _check_training(alg)
     _check_network(cfg)
     from .exchange import check_settings
 
@@ -221,6 +252,65 @@ def _check_combinations(cfg: dict[str, dict[str, Any]], raw: Mapping[str, Any]) 
         raise ConfigError(
             f"data.name: got 'none', but algorithm {alg['name']!r} trains on data; "
             f"allowed: {', '.join(n for n in _names('data') if n != 'none')}"
+        )
+    else:
+        _check_data_model(cfg["data"]["name"], cfg["model"]["name"])
+
+
+FMMC_RULES = ("fmmc", "fmmc_zero_diagonal")
+INT32_MAX = 2**31 - 1
+# optax optimizers local training cannot drive, and why
+UNSUPPORTED_OPTIMIZERS = {
+    "lbfgs": "it runs a line search that needs the loss itself (update(..., value=, grad=, "
+    "value_fn=)), and local training passes only gradients",
+}
+LM_DATA = ("dialects",)  # data sets of next-token prediction (task "lm": a label per position)
+SEQUENCE_MODELS = ("tiny_lm",)  # models with one output per position
+USER_MODELS = ("flax", "equinox")  # any output shape: checked when the model is built
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported (without importing it)."""
+    return importlib.util.find_spec(module) is not None
+
+
+def _check_training(alg: dict[str, Any]) -> None:
+    """The optimizer and its schedule, for an algorithm that trains."""
+    from .optim import _optax_optimizers, check_optimizer
+
+    name = alg["optimizer"]
+    if name in UNSUPPORTED_OPTIMIZERS:
+        allowed = [o for o in _optax_optimizers() if o not in UNSUPPORTED_OPTIMIZERS]
+        raise ConfigError(
+            f"algorithm.optimizer: got {name!r}, but {UNSUPPORTED_OPTIMIZERS[name]}; "
+            f"allowed: {', '.join(allowed)}"
+        )
+    check_optimizer(alg)
+    if alg["schedule"] == "cosine" and alg["lr_min"] > alg["lr"]:
+        raise ConfigError(
+            f"algorithm.lr_min: got {alg['lr_min']}, above algorithm.lr = {alg['lr']}, so "
+            "the cosine schedule would raise the learning rate over the run; expected "
+            "0 <= lr_min <= lr"
+        )
+
+
+def _check_data_model(data: str, model: str) -> None:
+    """Data and model that cannot work together: a next-token data set needs a model with
+    an output per position, and such a model needs next-token data."""
+    if data in LM_DATA and model not in SEQUENCE_MODELS + USER_MODELS:
+        raise ConfigError(
+            f"model.name: got {model!r}, but data.name = {data!r} is next-token prediction "
+            "(a label per position of each sequence) and needs a sequence model; allowed: "
+            f"{', '.join(repr(m) for m in SEQUENCE_MODELS)} (or a flax / equinox module "
+            "returning (batch, positions, vocab))"
+        )
+    if model in SEQUENCE_MODELS and data not in LM_DATA:
+        why = " (LEAF Shakespeare: the one character after each 80-character string)"
+        why = why if data == "leaf" else ""
+        raise ConfigError(
+            f"model.name: got {model!r}, a language model predicting the next token at "
+            f"every position, but data.name = {data!r} gives one label per sample{why}; "
+            f"allowed with {model!r}: data.name = {', '.join(repr(d) for d in LM_DATA)}"
         )
 
 
@@ -245,6 +335,11 @@ def _check_network(cfg: dict[str, dict[str, Any]]) -> None:
         raise ConfigError(
             f"topology.graphs: got {graphs!r}, but it is used only with schedule = 'list' "
             f"(schedule is {schedule!r})"
+        )
+    if faults["node_drop"] >= 1:
+        raise ConfigError(
+            f"faults.node_drop: got {faults['node_drop']}, but then every node is down every "
+            "round and nothing trains or gossips; expected a probability in [0, 1)"
         )
     lo, hi = (faults["straggler_work"] + [None, None])[:2]
     if len(faults["straggler_work"]) != 2 or lo > hi:
@@ -314,11 +409,9 @@ class Config(Mapping):
         return copy.deepcopy(self._raw)
 
     def override(self, overrides: Mapping[str, Any]) -> Config:
-        """A new config with dotted-key overrides applied to the user's raw values."""
-        raw = self.raw
-        for k, v in overrides.items():
-            set_dotted(raw, k, v)
-        return Config(raw, source=self.source)
+        """A new config with dotted-key overrides applied to the user's raw values (a new
+        name drops the old one's keys, with a warning each: :func:`apply_overrides`)."""
+        return Config(apply_overrides(self._raw, overrides), source=self.source)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return copy.deepcopy(self._resolved)
@@ -336,24 +429,111 @@ class Config(Mapping):
 
 
 def read_toml(path: str | Path, what: str = "file") -> dict[str, Any]:
-    """Read a TOML file, with one-line errors for a missing file or invalid TOML."""
+    """Read a TOML file, with one-line errors for a missing, unreadable, non-UTF-8 or
+    invalid file (a UTF-8 byte-order mark is allowed)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: {what} not found")
     try:
-        return tomllib.loads(p.read_text())
+        data = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the {what} ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{p}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+            f"TOML files are UTF-8: save the {what} as UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML ({e})") from None
 
 
+def _split(dotted: Any, what: str) -> tuple[str, str]:
+    if not isinstance(dotted, str) or dotted.count(".") != 1 or not all(dotted.split(".")):
+        raise ConfigError(
+            f"{what} {dotted!r}: expected a dotted key SECTION.KEY such as 'topology.p'"
+        )
+    section, key = dotted.split(".")
+    return section, key
+
+
+def unset_keys(raw: dict[str, Any], keys: list[str] | tuple[str, ...]) -> None:
+    """Remove dotted keys from a raw config (in place); a key it does not hold is an error
+    naming the keys its section does hold."""
+    if isinstance(keys, str):
+        keys = [keys]
+    for dotted in keys:
+        section, key = _split(dotted, "unset")
+        body = raw.get(section)
+        if not isinstance(body, dict) or key not in body:
+            held = sorted(body) if isinstance(body, dict) else []
+            where = f"[{section}] holds {', '.join(held)}" if held else f"it has no [{section}]"
+            raise ConfigError(f"unset {dotted}: not set in the config; {where}")
+        del body[key]
+        if not body:
+            del raw[section]
+
+
+def apply_overrides(
+    base: Mapping[str, Any], overrides: Mapping[str, Any], *, warn: bool = True
+) -> dict[str, Any]:
+    """The base's raw config with dotted overrides, minus the base's keys a new name rejects.
+
+    When the overrides change ``topology.name``, ``data.name``, ``model.name`` or
+    ``algorithm.name`` away from the base's, the base's keys of that section that the new
+    builder, generator, model or algorithm does not take are dropped (with ``warn``, a
+    ``UserWarning`` each: ``"topology.p: dropped (not a key of 'ring')"``); an algorithm
+    that uses no data drops the base's ``[data]``.  Keys given in the overrides are never
+    dropped: one the new name does not take is still an error when the config resolves.
+    """
+    raw = copy.deepcopy(dict(base))
+    for k, v in overrides.items():
+        set_dotted(raw, k, copy.deepcopy(v))
+    given = {tuple(k.split(".", 1)) for k in overrides}
+    dropped: list[str] = []
+    for section in NAMED_SECTIONS:
+        base_body = base.get(section, {})
+        if (section, "name") not in given or not isinstance(base_body, Mapping):
+            continue
+        old, new = base_body.get("name", default_name(section)), raw[section]["name"]
+        known = new in _names(section) or (section == "topology" and new == GIVEN)
+        if new == old or not isinstance(new, str) or not known:
+            continue  # an unknown or malformed name: resolution reports it
+        schema = _section_schema(section, new)
+        for key in base_body:
+            if (section, key) not in given and key not in schema:
+                del raw[section][key]
+                dropped.append(f"{section}.{key}: dropped (not a key of {new!r})")
+    alg_name = raw["algorithm"]["name"] if ("algorithm", "name") in given else None
+    base_data, base_alg = base.get("data"), base.get("algorithm", {})
+    if isinstance(alg_name, str) and alg_name in ALGORITHMS and isinstance(base_data, Mapping):
+        old = base_alg.get("name", DEFAULT_ALGORITHM) if isinstance(base_alg, Mapping) else None
+        if not ALGORITHMS[alg_name].uses_data and alg_name != old:
+            for key in base_data:
+                if ("data", key) not in given and key in raw.get("data", {}):
+                    del raw["data"][key]
+                    dropped.append(f"data.{key}: dropped (algorithm {alg_name!r} uses no data)")
+            if not raw["data"]:
+                del raw["data"]
+    if warn:
+        for line in dropped:
+            warnings.warn(line, UserWarning, stacklevel=3)
+    return raw
+
+
 def load_config(
-    path: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+    path: str | Path | Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+    unset: list[str] | tuple[str, ...] | None = None,
 ) -> Config:
-    """Load a TOML config file (or a dict), apply dotted overrides, resolve and validate."""
+    """Load a TOML config file (or a dict), remove the dotted keys in ``unset``, apply the
+    dotted ``overrides`` (:func:`apply_overrides`), resolve and validate."""
     if isinstance(path, Mapping):
         raw, source = copy.deepcopy(dict(path)), None
     else:
         raw, source = read_toml(path, "config file"), str(path)
-    for k, v in (overrides or {}).items():
-        set_dotted(raw, k, v)
-    return Config(raw, source=source)
+    unset_keys(raw, unset or [])
+    return Config(apply_overrides(raw, overrides or {}), source=source)

@@ -9,6 +9,7 @@ have a leading axis of size N.  There is ONE round for every network::
     state  = exchange.average(shared(state))       # gossip averaging, or
     state  = vmap(algorithm.combine)(state, exchange.receive(messages))
     ledger += messages each node sent;  seconds += the cost model's round time
+    work   += samples each node processed (the cost model's energy, when carried)
 
 The static graph is the trivial network process (the fixed W, every node alive): the
 same round, with nothing drawn.  ``lax.scan`` runs ``eval_every`` rounds per compiled
@@ -37,7 +38,15 @@ import numpy as np
 from .algorithms.base import Algorithm, NodeData
 from .exchange import Exchange
 from .gossip import Mixing, consensus_distance, mix
-from .netsim import NetArrays, Process, StaticNet, as_dense, round_network, round_seconds
+from .netsim import (
+    NetArrays,
+    Process,
+    StaticNet,
+    as_dense,
+    round_network,
+    round_seconds,
+    round_work,
+)
 
 NETWORK_FREE = ("init", "eval")  # programs that do not depend on the network
 NET_SALT = 0x6E6574  # the network's keys: fold_in(round key, NET_SALT), apart from training
@@ -156,6 +165,10 @@ class Carry(NamedTuple):
     key: Any  # the run's PRNG key
     away_until: Any  # (N,) int32: a churned-out node is away while t < away_until
     exchange: Any  # the exchange's state (public copies, push-sum weights, errors) or None
+    # (N,) float32 samples each node processed in the last chunk (f_i · samples_i per live
+    # round, :func:`~p2p_fmtl.netsim.round_work`), restarted at every chunk; the host
+    # adds it up for the energy estimate.  None: not counted (no [cost])
+    work: Any = None
 
 
 class Engine:
@@ -226,7 +239,7 @@ class Engine:
     def _round(self, carry: Carry, lr, t, inputs: RoundInputs, layout: Layout):
         """One round of every node: network, exchange, local work, ledger."""
         alg, ex, needs = self.alg, self.exchange, self.alg.needs
-        state, key, away, ex_state = carry
+        state, key, away, ex_state, work = carry
         n = inputs.active.shape[0]
         key, node_keys, k_net, k_ex = round_keys(key, n)
         rn = round_network(self.process, inputs.static, inputs.net, t, k_net, away, inputs.active)
@@ -268,13 +281,18 @@ class Engine:
         finite = jnp.all(
             jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(alg.shared(state))])
         )
-        carry = Carry(state, key, rn.away_until, new_ex)
+        if work is not None:
+            work = work + round_work(inputs.net, rn)
+        carry = Carry(state, key, rn.away_until, new_ex, work)
         return carry, sent, seconds, finite & jnp.all(jnp.isfinite(loss))
 
     def _chunk_impl(self, carry: Carry, inputs: RoundInputs, layout: Layout, lrs, ts):
         """``len(lrs)`` rounds; returns the carry, a per-round finite flag, the messages
-        each node sent and the simulated seconds (both summed over the rounds)."""
+        each node sent and the simulated seconds (both summed over the rounds); the
+        carry's ``work`` (if counted) is the samples each node processed in these rounds."""
         n = inputs.active.shape[0]
+        if carry.work is not None:
+            carry = carry._replace(work=jnp.zeros_like(carry.work))
 
         def body(acc, xs):
             carry, msgs, seconds = acc
@@ -372,7 +390,8 @@ class Engine:
 
     def run_chunk(self, carry: Carry, inputs: RoundInputs, layout: Layout, t0: int, lrs):
         """Rounds ``t0 .. t0 + len(lrs) − 1`` of one run: ``(carry, finite (T,), messages
-        sent per node (N,), simulated seconds)``, the last two summed over the rounds."""
+        sent per node (N,), simulated seconds)``, the last two summed over the rounds (and
+        ``carry.work``, when counted, the samples each node processed in them)."""
         lrs, ts = self._rounds(t0, lrs)
         return self._call("chunk", self._chunk_impl, carry, inputs, layout, lrs, ts)
 

@@ -48,14 +48,35 @@ the nodes still reach the true average of the starting values.  Without losses
 ``y ≡ 1`` and nothing changes.
 
 **Stragglers** (``faults.straggler``): that fraction of nodes, each round, does only a
-fraction ``U(a, b)`` of its local work (``faults.straggler_work = [a, b]``; MOCHA's
-systems-heterogeneity model): its step count is ``ceil(f · steps)``.
+fraction ``f ~ U(a, b)`` of its local work (``faults.straggler_work = [a, b]``; MOCHA's
+systems-heterogeneity model).  Of its T steps it takes ``f · T`` rounded
+stochastically (``floor(f · T)``, plus one with probability ``frac(f · T)``, drawn from
+its round key: :func:`p2p_fmtl.training.straggler_steps`), so its expected work is
+exactly ``f · T`` at any T: a node with one step per round trains in a fraction f of
+its rounds.  Every node can be slowed.
 
-**Simulated time** (``[cost]``): a round lasts ``max_i (f_i · samples_i ·
-compute_s_per_sample + m_i · bytes / bandwidth + latency · [m_i > 0])`` over live nodes,
-with samples_i the samples its local work processes (times its copies of local work,
-e.g. D-EM's M components) and m_i the messages it sent that round (counted by the
-exchange, :mod:`p2p_fmtl.exchange`).
+**Cost model** (``[cost]``).  The work of node i in a round is ``f_i · samples_i`` if it
+is alive (0 otherwise), with samples_i the samples its full local work processes (times
+its copies of local work, e.g. D-EM's M components) and f_i = 1 unless it straggles: the
+mean of the stochastically rounded steps, so time and energy are unbiased and do not
+need each node's step count.  m_i is the number of messages it sent that round
+(counted by the exchange, :mod:`p2p_fmtl.exchange`).
+
+* *Simulated time*: a round lasts ``max_i (work_i · compute_s_per_sample +
+  m_i · bytes / bandwidth + latency · [m_i > 0])`` over live nodes.
+* *Energy* (``energy_j``, cumulative joules; FMTL-Bench reports energy per round):
+  ``joules_per_flop · flops_per_sample · Σ_i work_i + joules_per_byte · bytes`` summed
+  over rounds.  ``flops_per_sample`` is 3× the forward FLOPs of the model on one sample
+  (:func:`p2p_fmtl.training.train_flops_per_sample`); bytes are the byte ledger
+  (``bytes_total``: each byte is charged once, at its sender, as a per-bit energy of
+  the link covers the path to the receiver).  Defaults: 1e-10 J/FLOP (about 10 GFLOP/W:
+  in 45 nm an fp32 multiply-add costs a few pJ but a general-purpose core spends about
+  70 pJ per instruction, Horowitz, ISSCC 2014; CPUs and mobile SoCs reach tens of
+  GFLOP/W on dense kernels), 1e-7 J/byte (about 12 nJ/bit: a Wi-Fi or cellular radio
+  drawing about 1 W at tens of Mbit/s; wired LAN links cost less, end-to-end Internet
+  transport through access and core networks more, see Baliga et al., "Green Cloud
+  Computing", Proc. IEEE 99(1), 2011).  The host adds up the work each node did
+  (returned by the engine per chunk) and the ledger.
 """
 
 from __future__ import annotations
@@ -161,7 +182,7 @@ class RoundNet(NamedTuple):
     sends: Any  # (N,) int32 messages each node sends in a gossip with this W
     edge_alive: Any  # (E,) bool candidate edges that carry messages this round
     edge_w: Any  # (E,) float32 this round's W on each candidate edge
-    budget: Any  # (N,) float32 fraction of local work, or None
+    budget: Any  # (N,) float32 fraction f of local work (rounded in training), or None
     away_until: Any
 
 
@@ -366,10 +387,17 @@ def round_network(proc: Process, static: StaticNet, arr: NetArrays, t, key, away
     return RoundNet(alive, mixing, self_w, sends, e_alive, w, budget, away_until)
 
 
+def round_work(arr: NetArrays, rn: RoundNet):
+    """(N,) samples each node's local work processes this round: ``f_i · samples_i``
+    for live nodes (the mean of a straggler's rounded steps), 0 for the others."""
+    work = arr.samples if rn.budget is None else arr.samples * rn.budget
+    return jnp.where(rn.alive, work, 0.0)
+
+
 def round_seconds(arr: NetArrays, rn: RoundNet, msgs, message_bytes):
     """The simulated duration of this round (see the module docs)."""
     c = arr.cost
-    work = arr.samples * (1.0 if rn.budget is None else rn.budget) * c.compute_s_per_sample
+    work = round_work(arr, rn) * c.compute_s_per_sample
     comm = msgs * message_bytes / c.bandwidth_bytes_per_s + c.latency_s * (msgs > 0)
     return jnp.max(jnp.where(rn.alive, work + comm, 0.0))
 

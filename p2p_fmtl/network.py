@@ -132,10 +132,43 @@ def check_doubly_stochastic(edges: Edges, n: int, atol: float = 1e-8) -> None:
         raise UserError("mixing matrix: not symmetric")
 
 
+def given_network(G: nx.Graph, W: np.ndarray, holdout: np.ndarray) -> Network:
+    """The network of a given mixing matrix ``W``, validated on ``G``
+    (:func:`topologies.validate_mixing`): its weights on the graph's edges and diagonal,
+    in the layout of the rules' edge lists."""
+    if holdout.any():
+        raise ConfigError(
+            "mixing: a given matrix cannot hold out nodes (their weights would have to be "
+            "recomputed on the training subgraph); set data.holdout_nodes = 0 or give a "
+            "mixing rule's name"
+        )
+    try:
+        topologies.validate_mixing(W, G)
+    except topologies.TopologyError as e:
+        msg = str(e)
+        for prefix in ("mixing matrix: ", "mixing: "):
+            msg = msg.removeprefix(prefix)
+        raise UserError(f"mixing: {msg}") from None
+    n = G.number_of_nodes()
+    src, dst = training_edges(G, holdout)
+    ids = np.arange(n)
+    mixing = _concat(Edges(dst, src, W[src, dst]), Edges(ids, ids, np.diag(W).copy()))
+    gap = float(topologies.spectral_gap(W)) if n <= DENSE_CHECK_LIMIT else None
+    degree = np.bincount(src, minlength=n).astype(np.int64)
+    return Network(G, holdout, mixing, degree, src, dst, gap)
+
+
 def build_network(
-    G: nx.Graph, rule: str, holdout: np.ndarray, n_train: np.ndarray | None
+    G: nx.Graph,
+    rule: str,
+    holdout: np.ndarray,
+    n_train: np.ndarray | None,
+    weights: np.ndarray | None = None,
 ) -> Network:
-    """The training nodes' mixing weights for ``rule``, as an edge list."""
+    """The training nodes' mixing weights for ``rule`` (or the given matrix ``weights``:
+    :func:`given_network`), as an edge list."""
+    if weights is not None:
+        return given_network(G, weights, holdout)
     n = G.number_of_nodes()
     train = np.flatnonzero(~holdout)
     src, dst = training_edges(G, holdout)

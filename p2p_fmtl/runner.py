@@ -10,7 +10,9 @@ bar.  Benchmarks and other drivers use :class:`Simulation` directly.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -28,7 +30,7 @@ from .engine import Carry
 from .errors import ConfigError, DivergenceError, UserError
 from .gossip import num_values
 from .netsim import effective_gap
-from .results import RunResult, flatten_params
+from .results import RunResult, flatten_params, refuse_unsafe, run_dir_state
 
 
 def _init_keys(key, n: int, mode: str):
@@ -59,12 +61,16 @@ def request_cpu_devices(k: int) -> None:
 class Simulation:
     """One prepared run: build once, then :meth:`advance` rounds and :meth:`evaluate`."""
 
-    def __init__(self, config: Config | Mapping[str, Any] | str | Path):
+    def __init__(self, config: Config | Mapping[str, Any] | str | Path, *, graph=None, mixing=None):
+        """``graph`` (a networkx graph) and ``mixing`` (a matrix or a rule name) replace
+        the config's topology (:func:`p2p_fmtl.assemble.assemble`)."""
         cfg = config if isinstance(config, Config) else load_config(config)
         self.cfg = cfg
         request_cpu_devices(cfg["run"]["devices"])
         self.t_start = time.perf_counter()
-        parts = self.parts = assemble(cfg)
+        parts = self.parts = assemble(cfg, graph=graph, mixing=mixing)
+        cfg = self.cfg = parts.cfg  # with a given graph or W: topology name/n/mixing say so
+        self._fingerprint: str | None = None
         self.engine, self.alg, self.spec = parts.engine, parts.alg, parts.spec
         self.needs, self.process, self.exchange = parts.needs, parts.process, parts.exchange
         self.task, self.holdout, self.metric = parts.task, parts.holdout, parts.metric
@@ -85,6 +91,8 @@ class Simulation:
         if self.devices > 1:
             keys, key = self._shard_arrays(keys, key)
         state = self.engine.init(keys, self.layout)
+        if self.devices > 1:  # split by node from the start (as each chunk returns it), so
+            state = self._put(state)  # the chunk program compiles once, not twice
 
         # the byte ledger: messages each node sent (counted on device where they cross an
         # edge, by the exchange) × the encoded size of one message
@@ -107,6 +115,17 @@ class Simulation:
         self.diverged_at: int | None = None  # first round that left a non-finite value
         self.msgs_sent = np.zeros(n, dtype=np.int64)
         self.sim_time = 0.0
+        # the energy ledger: samples processed by local work (added up from the carry's
+        # per-chunk work, counted only with [cost]) and the FLOPs of training on one
+        self.work_samples = 0.0
+        self.flops_per_sample = 0.0
+        if cfg["cost"]["enabled"]:
+            from .training import model_train_flops
+
+            work = jnp.zeros((n,), jnp.float32)
+            self.carry = self.carry._replace(work=self._put(work) if self.devices > 1 else work)
+            if self.spec.trains and self.packed is not None:
+                self.flops_per_sample = model_train_flops(cfg["model"], self.packed, self.task)
         self.history: list[dict[str, Any]] = []
         self.last_eval: dict[str, np.ndarray] = {}
 
@@ -258,6 +277,8 @@ class Simulation:
             self.diverged_at = self.round + int(np.argmin(finite)) + 1
         self.msgs_sent += msgs.astype(np.int64)
         self.sim_time += sim_seconds
+        if self.carry.work is not None:  # samples each node processed in these rounds
+            self.work_samples += float(np.asarray(self.carry.work, np.float64).sum())
         self.round += rounds
         self.train_seconds += seconds
 
@@ -293,6 +314,10 @@ class Simulation:
         row["bytes_total"] = int(self.setup_bytes.sum() + self.msgs_sent.sum() * self.msg_bytes)
         if self.cfg["cost"]["enabled"]:
             row["sim_time_s"] = round(self.sim_time, 6)
+            c = self.cfg["cost"]
+            joules = c["joules_per_flop"] * self.flops_per_sample * self.work_samples
+            joules += c["joules_per_byte"] * row["bytes_total"]
+            row["energy_j"] = float(f"{joules:.9g}")
         if self.spec.trains:
             row["lr"] = float(self._lrs(max(t - 1, 0), 1)[0])
         row["wall_s"] = round(time.perf_counter() - self.t_start, 4)
@@ -343,15 +368,20 @@ class Simulation:
             "train_seconds": self.train_seconds,
             "diverged_at": self.diverged_at,
             "sim_time": self.sim_time,
+            "work_samples": self.work_samples,
             "config": self.cfg.to_toml(),
+            "fingerprint": self.fingerprint(),
             "leaves": len(leaves),
         }
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         tmp = path.with_name(path.name + ".tmp")
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        finally:  # an exception or Ctrl-C while writing leaves no temporary file
+            tmp.unlink(missing_ok=True)
 
     def restore(self, path: Path) -> None:
         """Continue from a checkpoint of the same config; refuse corrupt or foreign ones."""
@@ -362,12 +392,19 @@ class Simulation:
                 msgs_sent = z["msgs_sent"]
         except Exception as e:  # zip, pickle-free npz, json or key errors alike
             raise UserError(
-                f"{path}: unreadable checkpoint ({type(e).__name__}); delete it to start over"
+                f"{path}: unreadable checkpoint ({type(e).__name__}); --overwrite (instead "
+                "of --resume) starts over"
             ) from None
         if meta["config"] != self.cfg.to_toml():
             raise UserError(
-                f"{path}: the checkpoint was written for a different config; run without "
-                "--resume (or delete it) to start over"
+                f"{path}: the checkpoint was written for a different config; --overwrite "
+                "(instead of --resume) starts over"
+            )
+        if meta.get("fingerprint") != self.fingerprint():
+            raise UserError(
+                f"{path}: the checkpoint was written for other data or another graph (the "
+                "node data or mixing weights changed since); --overwrite (instead of "
+                "--resume) starts over"
             )
         leaves, treedef = jax.tree.flatten(self.carry)
         if len(stored) != len(leaves) or any(
@@ -381,8 +418,27 @@ class Simulation:
         self.carry = jax.tree.unflatten(treedef, placed)
         self.msgs_sent = msgs_sent.astype(np.int64)
         self.sim_time = meta["sim_time"]
+        self.work_samples = meta.get("work_samples", 0.0)
         self.round, self.history = meta["round"], meta["history"]
         self.train_seconds, self.diverged_at = meta["train_seconds"], meta["diverged_at"]
+
+    def fingerprint(self) -> str:
+        """A hash of what the run learns from and gossips over: the packed node data
+        (training and test arrays, sizes) and the mixing weights.  A checkpoint records
+        it, so a resumed run refuses data files or a graph that changed since."""
+        if self._fingerprint is None:
+            net = self.network
+            arrays = [net.mixing.senders, net.mixing.receivers, net.mixing.weights, self.holdout]
+            fields = ("nodes", "x_train", "y_train", "n_train", "x_test", "y_test", "n_test")
+            for b in () if self.packed is None else self.packed.buckets:
+                arrays += [getattr(b, f) for f in fields]
+            h = hashlib.blake2b(digest_size=16)
+            for a in arrays:
+                a = np.ascontiguousarray(np.asarray(a))
+                h.update(f"{a.dtype.str}{a.shape};".encode())
+                h.update(a.reshape(-1).view(np.uint8))
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     def _effective_gap(self):
         if not hasattr(self, "_eff_gap"):
@@ -391,6 +447,62 @@ class Simulation:
             except Exception:  # pragma: no cover - a report, never a failure
                 self._eff_gap = None
         return self._eff_gap
+
+    # ------------------------------------------------------------------ divergence
+    def divergence(self) -> tuple[str, str] | None:
+        """Why the run has diverged, judged at its latest evaluation: ``(what it
+        produced, the summary's error)``, or None.
+
+        A run diverges when a loss or parameter becomes non-finite (checked every round
+        on the device), when the consensus distance overflows, when the mean train loss
+        exceeds ``run.max_loss_growth`` times its round-0 value, or when the consensus
+        distance exceeds ``run.max_consensus_growth`` times its first positive value
+        after round 0 (0 turns a bound off).  Logistic and softmax losses never become
+        NaN however far the parameters run off, so without the bounds such a run would
+        end "complete" with a loss of 1e29.
+        """
+        row, first, r = self.history[-1], self.history[0], self.round
+        if self.diverged_at is not None:
+            ev = self.last_eval
+            broken = ~np.asarray(ev["finite"], bool)
+            if "train_loss" in ev:
+                broken |= ~np.isfinite(ev["train_loss"])
+            bad = np.flatnonzero(broken).tolist()
+            nodes = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+            what = f"non-finite losses or parameters in round {self.diverged_at}"
+            return f"{what} (nodes {nodes or 'unknown'})", (
+                f"non-finite values from round {self.diverged_at}"
+            )
+        run_cfg = self.cfg["run"]
+        loss, loss0 = row.get("train_loss"), first.get("train_loss")
+        if loss is not None and not math.isfinite(loss):
+            return f"a non-finite mean train loss in round {r}", f"non-finite train loss, round {r}"
+        growth = run_cfg["max_loss_growth"]
+        if growth and loss0 is not None and math.isfinite(loss0) and loss0 > 0:
+            if loss > growth * loss0:
+                return (
+                    f"a mean train loss of {loss:.4g} in round {r}, more than "
+                    f"run.max_loss_growth = {growth:g} times its round-0 value {loss0:.4g}",
+                    f"train loss above run.max_loss_growth x its round-0 value, round {r}",
+                )
+        cd = row["consensus_distance"]
+        if not math.isfinite(cd):
+            return (
+                f"an infinite consensus distance in round {r} (parameters too large to square)",
+                f"infinite consensus distance, round {r}",
+            )
+        growth = run_cfg["max_consensus_growth"]
+        ref = next(
+            (h for h in self.history if h["round"] > 0 and h["consensus_distance"] > 0), None
+        )
+        if growth and ref is not None and cd > growth * ref["consensus_distance"]:
+            return (
+                f"a consensus distance of {cd:.4g} in round {r}, more than "
+                f"run.max_consensus_growth = {growth:g} times its value "
+                f"{ref['consensus_distance']:.4g} in round {ref['round']}",
+                f"consensus distance above run.max_consensus_growth x its first value, round {r}",
+            )
+        return None
 
     # ------------------------------------------------------------------ results
     def result(self) -> RunResult:
@@ -446,6 +558,9 @@ class Simulation:
             "jax_backend": jax.default_backend(),
             "jax_version": jax.__version__,
         }
+        labels = getattr(self.parts, "node_labels", None)
+        if labels is not None:  # a user's graph: its node labels, in node-index order
+            summary["node_labels"] = [str(label) for label in labels]
         if self.node_tasks() is not None:  # multitask: what each head's score is
             summary["heads"] = {
                 head["name"]: self.head_metric(h) for h, head in enumerate(self.task.heads)
@@ -463,23 +578,95 @@ def _weighted(values: np.ndarray, weights: np.ndarray) -> float:
     return float(np.sum(values * weights) / max(weights.sum(), 1))
 
 
-def _diverged(sim: Simulation, out) -> None:
-    """Write what the run has (status "incomplete") and stop with a clear error."""
-    ev = sim.last_eval
-    broken = ~ev["finite"]
-    if "train_loss" in ev:
-        broken |= ~np.isfinite(ev["train_loss"])
-    bad = np.flatnonzero(broken).tolist()
+def _diverged(sim: Simulation, plan: OutPlan | None, why: tuple[str, str]) -> None:
+    """Write what the run has (status "incomplete") and stop with a one-line error."""
+    what, error = why
     result = sim.result()
-    result.summary["error"] = f"non-finite values from round {sim.diverged_at}"
-    if out is not None:
-        result.save(out)
-    nodes = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+    result.summary.update(status="incomplete", error=error)
+    if plan is not None:
+        result.save(plan.path, overwrite=plan.overwrite)
+    hint = "try a smaller algorithm.lr" if sim.spec.trains else "check the mixing weights"
     raise DivergenceError(
-        f"run diverged: algorithm {sim.alg.name!r} produced non-finite losses or parameters "
-        f"in round {sim.diverged_at} (nodes {nodes or 'unknown'}); try a smaller algorithm.lr"
-        + (f"; partial results in {out}" if out is not None else "")
+        f"run diverged: algorithm {sim.alg.name!r} produced {what}; {hint}"
+        + (f"; partial results in {plan.path}" if plan is not None else "")
     )
+
+
+@dataclasses.dataclass
+class OutPlan:
+    """Where a run writes, checked before any work by :func:`check_out`."""
+
+    path: Path  # the run directory
+    checkpoint: Path  # its checkpoint (:func:`checkpoint_path`)
+    resume: bool  # continue from the checkpoint
+    overwrite: bool  # a complete run directory there may be replaced
+    made: list[Path]  # missing parent folders, deepest first (made when first written)
+
+    def discard(self) -> None:
+        """Remove what a run that cannot be resumed leaves: its checkpoint, and the parent
+        folders it made if they are empty again."""
+        self.checkpoint.unlink(missing_ok=True)
+        for folder in self.made:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone): what is above it stays too
+                break
+
+
+def check_out(out: str | Path, *, resume: bool = False, overwrite: bool = False) -> OutPlan:
+    """Check, before any work, that a run may write its directory at ``out``; raise a
+    one-line :class:`~p2p_fmtl.errors.UserError` if not.
+
+    Allowed: a missing path (its parent folders are made when the run first writes), an
+    empty directory, or a run directory of this tool
+    (:func:`~p2p_fmtl.results.run_dir_state`): an incomplete one is replaced, a complete
+    one only with ``overwrite``.  Refused: an empty path, the current directory, a file,
+    a link, a folder with anything else in it, a parent that is a file or is not
+    writable.  A checkpoint beside ``out`` (an unfinished run) is continued with
+    ``resume`` or started over with ``overwrite``, and refused without either;
+    ``resume`` without a checkpoint starts at round 0, and on a complete run is refused
+    (there is nothing to resume).
+    """
+    if not str(out).strip():
+        raise UserError(f"--out: got {str(out)!r}, expected a directory path such as runs/NAME")
+    if resume and overwrite:
+        raise UserError(
+            "--resume and --overwrite: give one of them (--resume continues an unfinished "
+            "run, --overwrite starts over)"
+        )
+    path = Path(os.path.normpath(out))
+    full = Path(os.path.abspath(path))
+    if path == Path(".") or (full.exists() and os.path.samefile(full, ".")):
+        raise UserError(
+            f"--out {out}: is the current directory; name a run directory such as runs/NAME"
+        )
+    made, above = [], full.parent
+    while not os.path.lexists(above):
+        made.append(above)
+        above = above.parent
+    if not above.is_dir():
+        raise UserError(f"--out {out}: {above} is a file, not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: cannot write in {above} (permission denied)")
+    state, detail = run_dir_state(full)
+    refuse_unsafe(Path(str(out)), state, detail, overwrite=True)  # anything not ours
+    ckpt = checkpoint_path(path)
+    has_ckpt = os.path.lexists(ckpt)
+    if has_ckpt and (ckpt.is_symlink() or not ckpt.is_file()):
+        raise UserError(f"--out {out}: {ckpt} is in the way and is not a checkpoint file")
+    if state == "complete" and not overwrite:
+        if resume:
+            raise UserError(
+                f"--out {out}: the run there is complete, there is nothing to resume "
+                "(--overwrite runs it again)"
+            )
+        refuse_unsafe(Path(str(out)), state, detail, overwrite=False)
+    if has_ckpt and not (resume or overwrite):
+        raise UserError(
+            f"--out {out}: an unfinished run's checkpoint is there ({ckpt.name}); --resume "
+            "continues it, --overwrite starts over"
+        )
+    return OutPlan(path, ckpt, resume and has_ckpt, overwrite, made)
 
 
 def run(
@@ -488,20 +675,34 @@ def run(
     quiet: bool = True,
     out: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
+    graph=None,
+    mixing=None,
 ) -> RunResult:
     """Run one simulation and return its :class:`~p2p_fmtl.results.RunResult`.
 
-    ``config`` is a :class:`Config`, a dict of sections, or a path to a TOML file.
+    ``config`` is a :class:`Config`, a dict of sections, or a path to a TOML file;
+    ``graph`` (a networkx graph) and ``mixing`` (a mixing matrix or rule name) replace
+    its topology (:func:`p2p_fmtl.assemble.assemble`).
+
     With ``out``, the run directory is written there (atomically) at the end, and after
-    every evaluation a checkpoint (state, PRNG key, round, metrics so far) is written
-    atomically beside it (:func:`checkpoint_path`); ``resume=True`` continues from it, so
-    a killed run loses at most one chunk and ends with the same numbers.
+    every evaluation a checkpoint (state, PRNG key, round, metrics so far, a fingerprint
+    of the data) is written atomically beside it (:func:`checkpoint_path`);
+    ``resume=True`` continues from it, so a killed run loses at most one chunk and ends
+    with the same numbers.  ``out`` is checked before any work (:func:`check_out`): a
+    complete run there is replaced only with ``overwrite=True``, and nothing this tool
+    did not write is ever replaced.  The checkpoint is kept when the run stops by Ctrl-C
+    or an unexpected error (it can be resumed) and removed when it diverges or meets a
+    user error; temporary files never stay.
+
+    A run that diverges (:meth:`Simulation.divergence`) writes its partial results
+    (status "incomplete") and raises :class:`~p2p_fmtl.errors.DivergenceError`.
     """
-    sim = Simulation(config)
+    plan = None if out is None else check_out(out, resume=resume, overwrite=overwrite)
+    sim = Simulation(config, graph=graph, mixing=mixing)
     every = sim.cfg["run"]["eval_every"]
-    ckpt = checkpoint_path(out) if out is not None else None
-    if resume and ckpt is not None and ckpt.exists():
-        sim.restore(ckpt)
+    if plan is not None and plan.resume:
+        sim.restore(plan.checkpoint)
     else:
         sim.evaluate()
     bar = tqdm(
@@ -512,25 +713,32 @@ def run(
         unit="round",
         leave=False,
     )
-    while sim.round < sim.rounds:
-        length = min(every, sim.rounds - sim.round)
-        sim.advance(length)
-        row = sim.evaluate()
-        if sim.diverged_at is not None:
-            bar.close()
-            _diverged(sim, out)
-        if ckpt is not None and sim.round < sim.rounds:
-            sim.checkpoint(ckpt)
-        bar.update(length)
-        shown = {k[5:]: f"{v:.4f}" for k, v in row.items() if _headline(k)}
-        if shown:
-            bar.set_postfix(shown)
-    bar.close()
-    result = sim.result()
-    if out is not None:
-        result.save(out)
-        if ckpt.exists():
-            ckpt.unlink()
+    try:
+        while sim.round < sim.rounds:
+            length = min(every, sim.rounds - sim.round)
+            sim.advance(length)
+            row = sim.evaluate()
+            why = sim.divergence()
+            if why is not None:
+                bar.close()
+                _diverged(sim, plan, why)
+            if plan is not None and sim.round < sim.rounds:
+                sim.checkpoint(plan.checkpoint)
+            bar.update(length)
+            shown = {k[5:]: f"{v:.4f}" for k, v in row.items() if _headline(k)}
+            if shown:
+                bar.set_postfix(shown)
+        bar.close()
+        result = sim.result()
+        if plan is not None:
+            result.save(plan.path, overwrite=plan.overwrite)
+            plan.checkpoint.unlink(missing_ok=True)
+    except UserError:  # diverged, or the place changed under the run: not resumable
+        if plan is not None:
+            plan.discard()
+        raise
+    finally:
+        bar.close()
     return result
 
 

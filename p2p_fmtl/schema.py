@@ -96,36 +96,51 @@ def check_value(field: str, value: Any, key: Key) -> Any:
             raise unknown_name(field, value, key.choices)
         return value
     if kind in ("int", "float", "number|none"):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad
-        if kind == "int" and not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            else:
-                raise bad
-        if kind in ("float", "number|none"):
-            value = float(value)
-            if not math.isfinite(value):
-                raise bad
+        value = _number(field, value, kind == "int", key, bad)
         _check_range(field, value, key, bad)
         return value
     if kind in ("list[int]", "list[float]", "int|list[int]"):
         if kind == "int|list[int]" and isinstance(value, int) and not isinstance(value, bool):
+            value = _number(field, value, True, key, bad)
             _check_range(field, value, key, bad)
             return value
         if not isinstance(value, list):
             raise bad
         out = []
         for v in value:
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                raise bad
-            if kind != "list[float]" and not float(v).is_integer():
-                raise bad
-            v = float(v) if kind == "list[float]" else int(v)
+            v = _number(field, v, kind != "list[float]", key, bad)
             _check_range(field, v, key, bad)
             out.append(v)
         return out
     raise AssertionError(f"unknown key kind {kind}")  # pragma: no cover
+
+
+INT64_MAX = 2**63 - 1  # integers go to numpy / JAX as int64 at most
+INT32_MAX = 2**31 - 1  # counts the compiled round reads as int32
+
+
+def _number(field: str, value: Any, integer: bool, key: Key, bad: ConfigError) -> int | float:
+    """One number of a key: an integer that fits in int64 (a float with an integer value is
+    taken), or a finite float; anything else (inf, nan, 1e400, 2**64, a string) is ``bad``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad
+    if integer:
+        number = int(value) if isinstance(value, float) and value.is_integer() else value
+        if not isinstance(number, int):
+            raise bad
+        if not -INT64_MAX - 1 <= number <= INT64_MAX:
+            raise ConfigError(
+                f"{field}: got {value!r}, expected {describe(key)} that fits in 64 bits "
+                "(|value| < 2**63)"
+            )
+        return number
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range, e.g. 10**400
+        raise bad from None
+    if not math.isfinite(number):
+        raise bad
+    return number
 
 
 def _check_range(field: str, value: float, key: Key, bad: ConfigError) -> None:
@@ -158,6 +173,25 @@ RUN_KEYS = {
         lo=0,
         help="nodes per chunk, overriding run.chunk_kib (0: sized by run.chunk_kib)",
     ),
+    "max_loss_growth": Key(
+        100.0,
+        "float",
+        lo=0.0,
+        help="stop as diverged when the mean train loss exceeds this many times its "
+        "round-0 value (0: never). Logistic and softmax losses never become NaN, so a far "
+        "too large learning rate would otherwise end 'complete' with a loss of 1e29. A "
+        "run that learns stays far below 100: that is a mean cross-entropy of 69 nats for "
+        "two classes (230 for ten), or 10 times the initial RMS error of a regression",
+    ),
+    "max_consensus_growth": Key(
+        1e12,
+        "float",
+        lo=0.0,
+        help="stop as diverged when the consensus distance exceeds this many times its "
+        "first positive value after round 0 (0: never); an infinite one always stops the "
+        "run. It is a squared distance: 1e12 is a million-fold growth of the models' "
+        "spread, which training from one initial model never needs",
+    ),
 }
 
 TOPOLOGY_KEYS = {
@@ -187,10 +221,16 @@ TOPOLOGY_KEYS = {
 
 OPTIMIZER_KEYS = {
     "lr": Key(0.1, "float", lo=0.0, lo_open=True, help="learning rate"),
-    "batch_size": Key(128, "int", lo=1),
-    "local_epochs": Key(1, "int", lo=0, help="local epochs per round (or local_steps)"),
-    "local_steps": Key(0, "int", lo=0, help="local steps per round (0: use local_epochs)"),
-    "optimizer": Key("sgd", "str", help="any optax optimizer by name"),
+    "batch_size": Key(128, "int", lo=1, hi=INT32_MAX),
+    "local_epochs": Key(
+        1, "int", lo=0, hi=INT32_MAX, help="local epochs per round (or local_steps)"
+    ),
+    "local_steps": Key(
+        0, "int", lo=0, hi=INT32_MAX, help="local steps per round (0: use local_epochs)"
+    ),
+    "optimizer": Key(
+        "sgd", "str", help="an optax optimizer by name (not lbfgs: it needs a line search)"
+    ),
     "momentum": Key(0.0, "float", lo=0.0, hi=1.0),
     "nesterov": Key(False, "bool"),
     "weight_decay": Key(0.0, "float", lo=0.0),
@@ -217,13 +257,20 @@ MODEL_KEYS = {
 }
 
 FAULT_KEYS = {
-    "node_drop": Key(0.0, "float", lo=0.0, hi=1.0, help="probability a node is down each round"),
+    "node_drop": Key(
+        0.0, "float", lo=0.0, hi=1.0, help="probability a node is down each round (below 1)"
+    ),
     "link_drop": Key(0.0, "float", lo=0.0, hi=1.0, help="probability an edge carries nothing"),
     "churn": Key(0.0, "float", lo=0.0, hi=1.0, help="probability a live node leaves each round"),
-    "churn_rounds": Key(10, "int", lo=1, help="rounds a churned node stays away"),
+    "churn_rounds": Key(10, "int", lo=1, hi=INT32_MAX, help="rounds a churned node stays away"),
     "straggler": Key(0.0, "float", lo=0.0, hi=1.0, help="fraction of nodes slowed each round"),
     "straggler_work": Key(
-        [0.1, 0.9], "list[float]", lo=0.0, hi=1.0, help="a straggler does U(a, b) of its work"
+        [0.1, 0.9],
+        "list[float]",
+        lo=0.0,
+        hi=1.0,
+        help="a straggler does f ~ U(a, b) of its work: f·T of its T steps, rounded "
+        "stochastically (unbiased even for T = 1)",
     ),
     "reweight": Key(
         "rule",
@@ -256,12 +303,28 @@ COMPRESSION_KEYS = {
 }
 
 COST_KEYS = {
-    "enabled": Key(False, "bool", help="simulate time: adds a sim_time_s column"),
+    "enabled": Key(
+        False, "bool", help="simulate time and energy: adds sim_time_s and energy_j columns"
+    ),
     "compute_s_per_sample": Key(1e-5, "float", lo=0.0, help="compute seconds per sample"),
     "bandwidth_bytes_per_s": Key(
         1.25e6, "float", lo=0.0, lo_open=True, help="per-link bandwidth (1.25e6 = 10 Mbit/s)"
     ),
     "latency_s": Key(0.01, "float", lo=0.0, help="per-message latency"),
+    "joules_per_flop": Key(
+        1e-10,
+        "float",
+        lo=0.0,
+        help="energy per FLOP of local training (1e-10 = 10 GFLOP/W: a general-purpose "
+        "core spends ~70 pJ per instruction, Horowitz ISSCC 2014)",
+    ),
+    "joules_per_byte": Key(
+        1e-7,
+        "float",
+        lo=0.0,
+        help="energy per byte sent (1e-7 = 12.5 nJ/bit: a ~1 W radio at tens of Mbit/s; "
+        "wired links less, Internet transport more, Baliga et al. Proc. IEEE 2011)",
+    ),
 }
 
 AGGREGATION_KEYS = {  # dsgd and graph_mtl (p2p_fmtl/aggregation.py)
@@ -281,8 +344,10 @@ GOSSIP_KEYS = {
         choices=("sync", "pairwise"),
         help="synchronous W each round, or asynchronous pairwise averaging ticks",
     ),
-    "gossip_ticks": Key(1, "int", lo=1, help="pairwise: random edges averaged per round"),
-    "gossip_every": Key(1, "int", lo=1, help="gossip only every k rounds"),
+    "gossip_ticks": Key(
+        1, "int", lo=1, hi=INT32_MAX, help="pairwise: random edges averaged per round"
+    ),
+    "gossip_every": Key(1, "int", lo=1, hi=INT32_MAX, help="gossip only every k rounds"),
 }
 
 

@@ -29,8 +29,18 @@ given in ``[set]``, ``[grid]`` or ``[zip]`` are never dropped: a key there that 
 builder does not accept is still an error.  A new name's other keys come from ``[set]`` or the
 grid (or their defaults).
 
-The whole sweep is validated up front: the first run whose config does not resolve is
-reported as a :class:`~p2p_fmtl.errors.ConfigError` naming that run's varied values.
+The whole sweep is validated up front: every run's config is loaded with
+:func:`~p2p_fmtl.config.load_config` (also by ``--dry-run``), and the first run whose config
+does not resolve is reported as a :class:`~p2p_fmtl.errors.ConfigError` naming that run's
+varied values.  Axis values are taken as resolved (``1`` and ``1.0`` of a float key are the
+same value), and two runs with the same resolved config are an error, as is a key given twice
+(quoted ``"algorithm.lr"`` and nested ``algorithm.lr`` in one table, or in two tables).
+
+**Graphs** (Python only): the key ``graph`` in ``set``, ``grid`` or ``zip`` holds networkx
+graphs, passed to ``p2p_fmtl.run(cfg, graph=G)``; the run id shows the graph's name and a
+fingerprint of its nodes and edges, and the hash covers it::
+
+    run_sweep({"base": base, "grid": {"graph": [G1, G2], "run.seed": [0, 1]}}, out="runs/g")
 
 **Output** (``DIR``, default ``runs/<sweep-file stem>``)::
 
@@ -39,24 +49,25 @@ reported as a :class:`~p2p_fmtl.errors.ConfigError` naming that run's varied val
     DIR/history.csv      one row per run and evaluation: run_id, varied keys, metrics.csv columns
 
 A run id is ``<key=value,...>-<hash>``: the varied values made filesystem-safe (truncated),
-then 8 hex digits of the SHA-256 of the fully resolved config, so ids are unique, stable and
-change whenever the run's config changes.  A run is finished iff
+then 8 hex digits of the SHA-256 of the fully resolved config (and graph), so ids are unique,
+stable and change whenever the run's config changes.  A run is finished iff
 ``DIR/runs/<id>/summary.json`` exists with status ``"complete"``; running the same sweep
 again skips finished runs, re-does the others (failed ones included) and removes temporary
-directories left by an interrupted sweep.  Runs go to ``jobs`` worker processes (``spawn``
-start method); a run that raises is recorded as ``failed`` with its error and the sweep goes
-on.  One sweep directory should not be used by two sweeps at the same time.
+directories left by an interrupted sweep.  A running sweep holds ``DIR/.sweep.lock`` (an
+exclusive ``flock``, removed at the end); a second sweep on ``DIR`` is refused, naming the
+holder's pid.
 
-Python use::
-
-    runs = expand("sweep.toml")            # [(varied values, Config), ...]
-    result = run_sweep("sweep.toml", out="runs/s", jobs=4)
-    result.rows, result.failed, result.sweep_csv
+With ``jobs`` > 1 the runs go to worker processes started as ``python -c`` programs that
+import only ``p2p_fmtl`` (never the caller's script, so a script needs no
+``if __name__ == "__main__":`` guard).  The workers die with the sweep: on Linux through
+``PR_SET_PDEATHSIG`` (also when the sweep is killed with SIGKILL), elsewhere by watching their
+parent; SIGINT and SIGTERM of the sweep end them and still write the two tables.  A run that
+raises (or whose worker dies) is recorded as ``failed`` with its error and the sweep goes on.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
+import contextlib
 import copy
 import csv
 import hashlib
@@ -64,13 +75,16 @@ import io
 import itertools
 import json
 import math
-import multiprocessing
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
-from collections import Counter
+import threading
+import time
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,13 +97,20 @@ from .config import (
     TOPOLOGY_KEYS,
     Config,
     _section_schema,
-    read_toml,
+    load_config,
     set_dotted,
 )
 from .errors import ConfigError, UserError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows: no lock
+    fcntl = None
+
 SWEEP_KEYS = ("base", "set", "grid", "zip")
 NAMED_SECTIONS = ("topology", "data", "model", "algorithm")
+GRAPH_KEY = "graph"
+LOCK_NAME = ".sweep.lock"
 FINAL_METRICS = (
     "test_acc",
     "test_mse",
@@ -119,17 +140,63 @@ def _default_name(section: str) -> str:
     }[section]
 
 
-def _flatten(table: Mapping[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
-    """``{"run.rounds": 50}`` from quoted dotted keys or nested tables (unquoted keys)."""
-    out: dict[str, Any] = {}
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file's table; one line for a missing, unreadable, non-UTF-8 or invalid file."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} not found")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        bad = e.object[e.start : e.start + 1]
+        raise ConfigError(
+            f"{path}: the {what} is not UTF-8 text (byte {e.start} is {bad!r}); save it as UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+
+
+def _is_graph(v: Any) -> bool:
+    import networkx as nx
+
+    return isinstance(v, nx.Graph)
+
+
+def _flatten(
+    table: Mapping[str, Any], where: str, prefix: str = "", out: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``{"run.rounds": 50}`` from quoted dotted keys or nested tables (unquoted keys).
+
+    A key reached twice (quoted ``"algorithm.lr"`` beside nested ``algorithm.lr``) is an
+    error, not a silent overwrite.
+    """
+    out = {} if out is None else out
     for k, v in table.items():
         dotted = f"{prefix}.{k}" if prefix else str(k)
         if isinstance(v, Mapping):
-            out.update(_flatten(v, where, dotted))
-        else:
+            _flatten(v, where, dotted, out)
+            continue
+        if dotted != GRAPH_KEY:
             set_dotted({}, dotted, v)  # checks SECTION.KEY form and the section name
-            out[dotted] = v
+        if dotted in out:
+            raise ConfigError(
+                f'[{where}] {dotted}: given twice (a quoted "{dotted}" key and a nested '
+                "or dotted one); give it once"
+            )
+        out[dotted] = v
     return out
+
+
+def _check_graphs(name: str, values: list[Any]) -> None:
+    for g in values:
+        if not _is_graph(g):
+            raise ConfigError(
+                f"{name}.{GRAPH_KEY}: got {g!r}, expected networkx graphs (a graph axis is for "
+                "Python sweeps; files vary topology.name)"
+            )
 
 
 @dataclass
@@ -154,7 +221,7 @@ def load_sweep(sweep: str | os.PathLike | Mapping[str, Any]) -> Sweep:
         data, where, source = copy.deepcopy(dict(sweep)), Path.cwd(), None
     else:
         p = Path(sweep)
-        data = read_toml(p, "sweep file")
+        data = _read_toml(p, "sweep file")
         where, source = p.parent, str(p)
     for k in data:
         if k not in SWEEP_KEYS:
@@ -168,12 +235,12 @@ def load_sweep(sweep: str | os.PathLike | Mapping[str, Any]) -> Sweep:
         base: dict[str, Any] = {}
     elif isinstance(base_value, Mapping):
         base = copy.deepcopy(dict(base_value))
-    elif isinstance(base_value, str):
+    elif isinstance(base_value, str | os.PathLike):
         bp = Path(base_value)
         bp = bp if bp.is_absolute() else where / bp
         if not bp.is_file():
-            raise ConfigError(f"base: got {base_value!r}, but {bp} is not a file")
-        base = read_toml(bp, "base config")
+            raise ConfigError(f"base: got {str(base_value)!r}, but {bp} is not a file")
+        base = _read_toml(bp, "base config")
         base_source = str(bp)
     else:
         raise ConfigError(f"base: got {base_value!r}, expected a path to a config file")
@@ -188,6 +255,10 @@ def load_sweep(sweep: str | os.PathLike | Mapping[str, Any]) -> Sweep:
         for k, v in tables[name].items():
             if not isinstance(v, list) or not v:
                 raise ConfigError(f"{name}.{k}: got {v!r}, expected a non-empty list of values")
+            if k == GRAPH_KEY:
+                _check_graphs(name, v)
+    if GRAPH_KEY in tables["set"]:
+        _check_graphs("set", [tables["set"][GRAPH_KEY]])
     zipped = tables["zip"]
     lengths = {k: len(v) for k, v in zipped.items()}
     if len(set(lengths.values())) > 1:
@@ -213,6 +284,7 @@ def _combinations(sw: Sweep) -> list[dict[str, Any]]:
 def apply_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """The base's raw config with dotted overrides, minus the base's keys a new name rejects."""
     raw = copy.deepcopy(dict(base))
+    overrides = {k: v for k, v in overrides.items() if k != GRAPH_KEY}
     for k, v in overrides.items():
         set_dotted(raw, k, copy.deepcopy(v))
     given = {tuple(k.split(".", 1)) for k in overrides}
@@ -247,6 +319,21 @@ def apply_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
     return raw
 
 
+def graph_fingerprint(G) -> str:
+    """16 hex digits of the SHA-256 of a graph's sorted nodes and edges (with their data)."""
+    directed = G.is_directed()
+    edges = []
+    for u, v, d in G.edges(data=True):
+        a, b = repr(u), repr(v)
+        if not directed and b < a:
+            a, b = b, a
+        edges.append((a, b, repr(sorted(d.items()))))
+    text = json.dumps(
+        {"directed": directed, "nodes": sorted(map(repr, G.nodes())), "edges": sorted(edges)}
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _value_text(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -254,6 +341,8 @@ def _value_text(v: Any) -> str:
         return v
     if isinstance(v, float):
         return repr(v)
+    if _is_graph(v):
+        return f"{v.name or 'graph'}#{graph_fingerprint(v)[:8]}"
     return json.dumps(v, separators=(",", ":")) if isinstance(v, list | dict) else str(v)
 
 
@@ -262,55 +351,246 @@ def describe(varied: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={_value_text(v)}" for k, v in varied.items()) or "the only run"
 
 
-def config_hash(cfg: Config) -> str:
-    """8 hex digits of the SHA-256 of the fully resolved config."""
-    return hashlib.sha256(cfg.to_toml().encode()).hexdigest()[:8]
+def config_hash(cfg: Config, graph=None) -> str:
+    """8 hex digits of the SHA-256 of the fully resolved config (and the graph's fingerprint)."""
+    text = cfg.to_toml()
+    if graph is not None:
+        text += f"\n# graph {graph_fingerprint(graph)}\n"
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def run_id(varied: Mapping[str, Any], cfg: Config) -> str:
-    """``topology.name=ring,run.seed=0-1a2b3c4d``: varied values (filesystem-safe) + hash."""
+def run_id(varied: Mapping[str, Any], cfg: Config, graph=None) -> str:
+    """``topology.name=ring,run.seed=0-1a2b3c4d``: varied values (filesystem-safe) + hash.
+
+    ``graph`` defaults to ``varied["graph"]`` (a graph axis); a fixed graph is passed here.
+    """
+    graph = varied.get(GRAPH_KEY) if graph is None else graph
     text = ",".join(f"{k}={_value_text(v)}" for k, v in varied.items())
     text = re.sub(r"[^A-Za-z0-9._,=+-]+", "_", text)[:_ID_TEXT_MAX].strip("._")
-    return f"{text}-{config_hash(cfg)}" if text else f"run-{config_hash(cfg)}"
+    h = config_hash(cfg, graph)
+    return f"{text}-{h}" if text else f"run-{h}"
+
+
+def _resolved(varied: Mapping[str, Any], cfg: Config) -> dict[str, Any]:
+    """The varied values as the config resolved them (``1`` of a float key becomes ``1.0``)."""
+    out = {}
+    for k, v in varied.items():
+        section, _, key = k.partition(".")
+        body = cfg.get(section) if key else None
+        out[k] = body[key] if isinstance(body, Mapping) and key in body else v
+    return out
 
 
 def _expand(sw: Sweep) -> list[tuple[dict[str, Any], Config]]:
     combos = _combinations(sw)
     out = []
+    first: dict[str, int] = {}
     for i, varied in enumerate(combos):
+        where = f"sweep run {i + 1}/{len(combos)} ({describe(varied)})"
         try:
-            raw = apply_overrides(sw.base, {**sw.fixed, **varied})
-            cfg = Config(raw, source=sw.base_source)
+            cfg = load_config(apply_overrides(sw.base, {**sw.fixed, **varied}))
         except UserError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        cfg.source = sw.base_source
+        norm = _resolved(varied, cfg)
+        j = first.setdefault(config_hash(cfg, norm.get(GRAPH_KEY, sw.fixed.get(GRAPH_KEY))), i)
+        if j != i:
             raise ConfigError(
-                f"sweep run {i + 1}/{len(combos)} ({describe(varied)}): {e}"
-            ) from None
-        out.append((varied, cfg))
+                f"{where}: the same run as sweep run {j + 1} ({describe(combos[j])}): a "
+                "value listed twice, or equal values such as 1 and 1.0; give each value once"
+            )
+        out.append((norm, cfg))
     return out
 
 
 def expand(sweep: str | os.PathLike | Mapping[str, Any]) -> list[tuple[dict[str, Any], Config]]:
     """Every run of a sweep (file path or dict) as ``(varied values, resolved Config)``.
 
-    Raises :class:`ConfigError` for a malformed sweep or the first run that does not resolve.
-    A dict's relative ``base`` path is taken from the current directory; ``base`` may also be
-    a dict of config sections.
+    Raises :class:`ConfigError` for a malformed sweep, the first run that does not resolve,
+    or a run equal to an earlier one.  A dict's relative ``base`` path is taken from the
+    current directory; ``base`` may also be a dict of config sections.  The varied values
+    are the resolved ones (``1`` of a float key is ``1.0``).
     """
     return _expand(load_sweep(sweep))
 
 
 # --------------------------------------------------------------------------- running
-def _run_one(raw: dict[str, Any], source: str | None, out: str) -> tuple[str, str]:
-    """Worker: run one config into ``out``; return ``(status, error message)``."""
+def _run_one(raw: dict[str, Any], source: str | None, out: str, graph=None) -> tuple[str, str]:
+    """Run one config into ``out`` (resuming from its checkpoint); ``(status, error)``."""
     try:
         from .runner import run
 
-        run(Config(raw, source=source), quiet=True, out=out, resume=True)  # from a checkpoint
+        cfg = load_config(raw)
+        cfg.source = source
+        extra = {} if graph is None else {"graph": graph}
+        run(cfg, quiet=True, out=out, resume=True, **extra)
         return "complete", ""
     except UserError as e:
         return "failed", str(e)
     except Exception as e:  # any error of one run is recorded, not fatal
         return "failed", f"{type(e).__name__}: {e}"
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker die with the sweep process ``parent``, however that one ends."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PDEATHSIG
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+    def watch() -> None:  # other systems (and a second guard): poll the parent
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _worker_main(fd: int, parent: int) -> None:
+    """A worker process: run the tasks received on connection ``fd`` until it closes."""
+    from multiprocessing.connection import Connection
+
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sweep's to handle
+    conn = Connection(fd)
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        conn.send(_run_one(*task))
+
+
+_WORKER_CODE = "from p2p_fmtl.sweep import _worker_main; _worker_main({fd}, {pid})"
+
+
+class _Workers:
+    """Worker processes that run tasks and die with this process (see the module docstring)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.procs: dict[Any, subprocess.Popen] = {}  # connection -> process
+
+    def _start(self):
+        from multiprocessing import Pipe
+
+        ours, theirs = Pipe()
+        env = dict(os.environ)
+        here = str(Path(__file__).resolve().parents[1])  # the p2p_fmtl this process uses
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+        code = _WORKER_CODE.format(fd=theirs.fileno(), pid=os.getpid())
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code], pass_fds=(theirs.fileno(),), env=env
+            )
+        finally:
+            theirs.close()
+        self.procs[ours] = proc
+        return ours
+
+    def run(self, tasks: list[tuple[str, tuple]], done) -> None:
+        """Send ``(key, args of _run_one)`` tasks to idle workers; ``done(key, result)``."""
+        from multiprocessing.connection import wait
+
+        todo = list(reversed(tasks))
+        idle = [self._start() for _ in range(min(self.n, len(todo)))]
+        busy: dict[Any, str] = {}
+        while todo or busy:
+            while idle and todo:
+                conn = idle.pop()
+                key, args = todo.pop()
+                try:
+                    conn.send(args)
+                except OSError:  # died while idle: put the task back, start another
+                    todo.append((key, args))
+                    self._end(conn, kill=True)
+                    idle.append(self._start())
+                    continue
+                busy[conn] = key
+            for conn in wait(list(busy)):
+                key = busy.pop(conn)
+                try:
+                    result = conn.recv()
+                except (EOFError, OSError):
+                    code = self._end(conn, kill=True)
+                    result = ("failed", f"worker process died (exit status {code})")
+                    if todo:
+                        idle.append(self._start())
+                else:
+                    idle.append(conn)
+                done(key, result)
+
+    def _end(self, conn, kill: bool) -> int | None:
+        proc = self.procs.pop(conn)
+        conn.close()  # an idle worker reads end-of-file and returns
+        if kill:
+            proc.kill()
+        try:
+            return proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+    def close(self, kill: bool = False) -> None:
+        """End every worker: gently when idle, killed when ``kill`` (an interrupted sweep)."""
+        for conn in list(self.procs):
+            self._end(conn, kill)
+
+
+@contextlib.contextmanager
+def _terminate_raises():
+    """SIGTERM raises SystemExit (so the workers are ended and the tables written)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def _locked(out: Path):
+    """Hold ``out/.sweep.lock`` (flock) for the sweep; one line if another sweep holds it."""
+    path = out / LOCK_NAME
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(
+                f"--out {out}: another sweep is running in this directory (pid {holder}); "
+                "wait for it to end or choose another --out"
+            ) from None
+        try:  # the holder before us may have removed the file between our open and flock
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before the unlock: no one locks a removed file for long
+        os.close(fd)
 
 
 def _summary(run_dir: Path) -> dict[str, Any] | None:
@@ -377,6 +657,8 @@ def _cell(v: Any) -> Any:
         return "" if math.isnan(v) else repr(v)
     if isinstance(v, list | dict):
         return json.dumps(v)
+    if _is_graph(v):
+        return _value_text(v)
     return v
 
 
@@ -428,6 +710,20 @@ def _row(rid: str, varied: Mapping[str, Any], run_dir: Path, status: str, error:
     return row
 
 
+def _prepare_out(out: Path) -> None:
+    """Create the sweep directory, or one line saying why it cannot be used."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    try:
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(
+            f"--out {out}: cannot create the sweep directory there ({e.strerror or e})"
+        ) from None
+    if not os.access(out / "runs", os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: the sweep directory is not writable")
+
+
 def run_sweep(
     sweep_path: str | os.PathLike | Mapping[str, Any],
     out: str | os.PathLike | None = None,
@@ -436,35 +732,44 @@ def run_sweep(
 ) -> SweepResult:
     """Run every unfinished run of a sweep into ``out`` (default ``runs/<sweep stem>``).
 
-    ``jobs`` > 1 runs in that many ``spawn`` worker processes; ``jobs = 1`` runs in this
-    process.  Writes ``sweep.csv`` and ``history.csv`` at the end (also when interrupted).
+    ``jobs`` > 1 runs in that many worker processes; ``jobs = 1`` runs in this process.
+    Every config is loaded, and ``out`` checked and locked, before any run starts.  Writes
+    ``sweep.csv`` and ``history.csv`` at the end (also when interrupted).
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise UserError(f"--jobs: got {jobs!r}, expected an integer >= 1")
     sw = load_sweep(sweep_path)
     runs = _expand(sw)
+    fixed_graph = sw.fixed.get(GRAPH_KEY)
+    graphs = [v.get(GRAPH_KEY, fixed_graph) for v, _ in runs]
+    if any(g is not None for g in graphs):
+        import inspect
+
+        from .runner import run
+
+        if "graph" not in inspect.signature(run).parameters:
+            raise UserError("graph: this version of p2p_fmtl.run takes no graph= argument")
     if out is None:
         stem = Path(sw.source).stem if sw.source else "sweep"
         out = Path("runs") / stem
     out = Path(out)
+    ids = [run_id(v, c, fixed_graph) for v, c in runs]
+    _prepare_out(out)
     runs_dir = out / "runs"
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a directory")
-    ids = [run_id(v, c) for v, c in runs]
-    dup = next((i for i, n in Counter(ids).items() if n > 1), None)
-    if dup is not None:
-        raise ConfigError(f"sweep: run {dup!r} appears more than once (repeated grid values?)")
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    _clean_leftovers(runs_dir)
+    with _locked(out), _terminate_raises():
+        _clean_leftovers(runs_dir)
+        return _run_all(out, sw.varied_keys, runs, ids, graphs, jobs, quiet)
 
-    keys = sw.varied_keys
+
+def _run_all(out: Path, keys, runs, ids, graphs, jobs: int, quiet: bool) -> SweepResult:
+    runs_dir = out / "runs"
     status: dict[str, tuple[str, str]] = {}
     todo = []
-    for rid, (_, cfg) in zip(ids, runs, strict=True):
+    for rid, (_, cfg), graph in zip(ids, runs, graphs, strict=True):
         if is_finished(runs_dir / rid):
             status[rid] = ("complete", "")
         else:
-            todo.append((rid, cfg))
+            todo.append((rid, (cfg.raw, cfg.source, str(runs_dir / rid), graph)))
     result = SweepResult(out, [], keys, skipped=len(status))
 
     from tqdm.auto import tqdm
@@ -483,25 +788,16 @@ def run_sweep(
 
     try:
         if jobs == 1 or len(todo) <= 1:
-            for rid, cfg in todo:
-                done(rid, _run_one(cfg.raw, cfg.source, str(runs_dir / rid)))
+            for rid, args in todo:
+                done(rid, _run_one(*args))
         else:
-            ctx = multiprocessing.get_context("spawn")
-            with cf.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=ctx) as pool:
-                futures = {
-                    pool.submit(_run_one, cfg.raw, cfg.source, str(runs_dir / rid)): rid
-                    for rid, cfg in todo
-                }
-                try:
-                    for fut in cf.as_completed(futures):
-                        try:
-                            st = fut.result()
-                        except Exception as e:  # e.g. a worker process that died
-                            st = ("failed", f"{type(e).__name__}: {e}")
-                        done(futures[fut], st)
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+            workers = _Workers(min(jobs, len(todo)))
+            finished = False
+            try:
+                workers.run(todo, done)
+                finished = True
+            finally:
+                workers.close(kill=not finished)
     finally:
         bar.close()
         result.rows = [
@@ -522,7 +818,9 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
-        "--dry-run", action="store_true", help="validate the sweep and list its runs, run nothing"
+        "--dry-run",
+        action="store_true",
+        help="load every run's config and list the runs, run nothing",
     )
 
 

@@ -13,6 +13,10 @@ components).  A node's data are the first ``count`` rows of arrays padded to ``S
 
 The batch loss is ``Σ_s w_s ℓ_s / (number of real samples in the batch)`` with
 per-sample weights ``w`` (all ones for plain SGD, responsibilities for D-EM).
+
+A straggler (``budget`` f < 1, drawn by the network process) takes the first
+:func:`straggler_steps` of its steps: ``f · T`` rounded stochastically, so its work is
+unbiased at any step count T, even T = 1.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .optim import set_learning_rate
+
+STRAGGLE_SALT = 0x73747261  # a straggler's rounding draw: fold_in(node key, STRAGGLE_SALT)
 
 
 class LocalWork(NamedTuple):
@@ -69,6 +76,25 @@ def _epoch_order(key, count, size, rng_size):
     return (jnp.sort(keys) & jnp.uint32(low)).astype(jnp.int32)
 
 
+def straggler_steps(budget, total, key):
+    """How many of its ``total`` steps a node with work fraction ``budget`` takes.
+
+    ``floor(f · T)`` steps and one more with probability ``frac(f · T)`` (stochastic
+    rounding), so ``E[steps] = f · T`` exactly for every T: with one step per round a
+    straggler trains in a fraction f of its rounds instead of always (``ceil``) or never
+    (``floor``).  We round rather than keep each step with probability f: the count stays
+    within one step of ``f · T`` (least variance), and is exactly ``f · T`` when that is
+    an integer.  The draw comes from the node's round key (``key``), so it is the same
+    batched and sharded (D-EM's components, with keys of their own under independent
+    batches, round independently, each unbiased); the cost model charges the mean,
+    ``f · T`` (:mod:`p2p_fmtl.netsim`).
+    """
+    target = budget * total
+    whole = jnp.floor(target)
+    u = jax.random.uniform(jax.random.fold_in(key, STRAGGLE_SALT))
+    return whole + (u < target - whole)
+
+
 def local_sgd(
     params,
     opt_state,
@@ -88,8 +114,8 @@ def local_sgd(
 
     ``per_sample_loss(params, xb, yb) -> (B,)``.  ``weights`` is ``(S,)`` or ``None``.
     ``budget`` (a straggler's fraction f of its work this round): only the first
-    ``ceil(f · steps)`` of the node's real steps are taken, the rest are skipped like
-    empty batches.
+    :func:`straggler_steps` of the node's real steps are taken, the rest are skipped
+    like empty batches.
     """
     size = x.shape[0]
     b = min(work.batch_size, size)
@@ -115,7 +141,7 @@ def local_sgd(
 
     per_epoch = jnp.maximum(-(-count // b), 1)
     total = work.epochs * per_epoch if work.epochs > 0 else work.steps
-    limit = total if budget is None else jnp.ceil(budget * total)
+    limit = total if budget is None else straggler_steps(budget, total, key)
 
     if work.epochs > 0:
         n_batches = -(-size // b)
@@ -168,4 +194,37 @@ def train_on_node(
         optimizer=optimizer,
         work=work,
         budget=getattr(data, "budget", None),
+    )
+
+
+def train_flops_per_sample(apply, params, x) -> float:
+    """FLOPs of training on one sample: 3 × the forward FLOPs of ``apply(params, x)``.
+
+    ``x`` is one sample with a batch axis of 1 (an array or ``jax.ShapeDtypeStruct``),
+    ``params`` the parameters or their shapes.  The forward FLOPs are XLA's count for the
+    lowered program (a dense layer of P parameters: about 2P, a multiply-add per weight);
+    the backward pass costs about twice the forward (gradients with respect to the
+    weights and to the activations), the usual 3× (the 6N per sample of Kaplan et al.
+    2020 for a forward of 2N).  The optimizer's per-step update is not counted.  Falls
+    back to 2 FLOPs per parameter when the backend reports no count.
+    """
+    analysis = jax.jit(apply).lower(params, x).cost_analysis()
+    if isinstance(analysis, list | tuple):  # older JAX: one dict per program
+        analysis = analysis[0] if analysis else None
+    forward = (analysis or {}).get("flops")
+    if not forward or forward < 0:
+        forward = 2.0 * sum(int(np.prod(np.shape(p))) for p in jax.tree.leaves(params))
+    return 3.0 * float(forward)
+
+
+def model_train_flops(model_cfg: dict[str, Any], packed, task) -> float:
+    """:func:`train_flops_per_sample` of the ``[model]`` built for ``packed`` data and
+    ``task`` (shapes only: nothing is initialised or run)."""
+    from .models import build_model
+
+    model = build_model(model_cfg, packed.feature_shape, task.out_dim)
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    dtype = packed.buckets[0].x_train.dtype
+    return train_flops_per_sample(
+        model.apply, params, jax.ShapeDtypeStruct((1, *packed.feature_shape), dtype)
     )

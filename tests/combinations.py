@@ -365,6 +365,7 @@ def run_case(case, mode: str, changes: bool = True) -> dict[str, Any]:
             "shards": len(jax.tree.leaves(sim2.state)[0].sharding.device_set),
             "bytes": [res.metrics[-1]["bytes_total"], res2.metrics[-1]["bytes_total"]],
             "sim_time": [res.metrics[-1].get("sim_time_s"), res2.metrics[-1].get("sim_time_s")],
+            "energy": [res.metrics[-1].get("energy_j"), res2.metrics[-1].get("energy_j")],
         }
 
     # (a) the ledger against the replayed network
@@ -386,6 +387,7 @@ def run_case(case, mode: str, changes: bool = True) -> dict[str, Any]:
         "nodes_bytes": sum(r["bytes_sent"] for r in res.nodes),
     }
     out["sim_time_s"] = res.metrics[-1].get("sim_time_s")
+    out["energy_j"] = res.metrics[-1].get("energy_j")
 
     # (e) the network mean, and plain gossip as the product of the replayed W's
     if not sim.spec.trains:
@@ -423,6 +425,7 @@ def run_case(case, mode: str, changes: bool = True) -> dict[str, Any]:
             "params_diff": _params_diff(res.params, b0.params),
             "bytes": [res.metrics[-1]["bytes_total"], b0.metrics[-1]["bytes_total"]],
             "sim_time": [res.metrics[-1].get("sim_time_s"), b0.metrics[-1].get("sim_time_s")],
+            "energy": [res.metrics[-1].get("energy_j"), b0.metrics[-1].get("energy_j")],
             "seeds_differ": _params_diff(b0.params, batch[1].params) > 0,
         }
     return out

@@ -85,8 +85,10 @@ def test_run_writes_a_complete_run_directory(tmp_path):
     assert summary["bytes_total"] == 6 * 8 * 2 * 11 * 4
     params = np.load(out / "params.npz")
     assert params["w"].shape == (8, 10, 1) and params["b"].shape == (8, 1)
-    # a second run into the same directory replaces it atomically
-    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    # a second run into the same directory: refused (the first is kept), then with
+    # --overwrite it replaces it atomically
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 2  # a complete run: kept
+    assert main(["run", str(cfg), "--out", str(out), "--quiet", "--overwrite"]) == 0
     assert "lr = 0.1" in (out / "config.toml").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]
 

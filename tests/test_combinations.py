@@ -176,6 +176,8 @@ def test_the_ledger_counts_what_crossed_each_edge(matrix):
             return f"bytes {led['bytes_total']} / nodes {led['nodes_bytes']} != {led['expected']}"
         if (case[4] == "on") != (row["sim_time_s"] is not None and row["sim_time_s"] > 0):
             return f"cost model {case[4]} but sim_time_s = {row['sim_time_s']}"
+        if (case[4] == "on") != (row["energy_j"] is not None and row["energy_j"] > 0):
+            return f"cost model {case[4]} but energy_j = {row['energy_j']}"
         return None
 
     bad = _failures(matrix, check)
@@ -191,6 +193,8 @@ def test_batched_runs_equal_runs_alone(matrix):
             return f"parameters differ by {b['params_diff']:.3g}"
         if b["bytes"][0] != b["bytes"][1] or b["sim_time"][0] != b["sim_time"][1]:
             return f"ledger or time differ: {b}"
+        if b["energy"][0] != b["energy"][1]:
+            return f"energy differs: {b['energy']}"
         if not b["seeds_differ"]:
             return "the second seed gave the same parameters"
         return None
@@ -214,6 +218,9 @@ def test_two_devices_equal_one_device(matrix):
         t1, t2 = d["sim_time"]
         if (t1 is None) != (t2 is None) or (t1 is not None and abs(t1 - t2) > 1e-6 * max(t1, 1)):
             return f"simulated time differs: {d['sim_time']}"
+        e1, e2 = d["energy"]
+        if (e1 is None) != (e2 is None) or (e1 is not None and abs(e1 - e2) > 1e-6 * max(e1, 1)):
+            return f"energy differs: {d['energy']}"
         return None
 
     bad = _failures(matrix, check)

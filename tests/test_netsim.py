@@ -164,7 +164,7 @@ def test_dead_and_churned_nodes_do_nothing():
         "algorithm": {"name": "dsgd", "lr": 0.1, "batch_size": 16},
     }
     init = p2p_fmtl.run({**base, "run": {"rounds": 0, "eval_every": 1}})
-    for faults in ({"node_drop": 1.0}, {"churn": 1.0, "churn_rounds": 100}):
+    for faults in ({"churn": 1.0, "churn_rounds": 100},):  # node_drop = 1 is refused
         r = p2p_fmtl.run({**base, "faults": faults})
         for k in init.params:
             np.testing.assert_array_equal(r.params[k], init.params[k])
@@ -231,6 +231,22 @@ def test_simulated_time_of_a_communication_round():
     r = p2p_fmtl.run(average_cfg(rounds=10, n=6, topo="ring", dim=5, cost=cost))
     # every node sends 2 messages of 20 bytes each round: 2·20/1000 + 0.02 s
     assert r.metrics[-1]["sim_time_s"] == pytest.approx(10 * (0.04 + 0.02), rel=1e-5)
+
+
+def test_simulated_time_charges_a_stragglers_mean_work():
+    """No messages (local training): a round lasts max_i f · n_i · compute_s_per_sample,
+    the mean of a straggler's stochastically rounded steps (f · T of T)."""
+    cfg = {
+        "run": {"rounds": 4, "eval_every": 4},
+        "topology": {"name": "ring", "n": 6},
+        "data": {"name": "fedem_synthetic", "dim": 5, "n_test": 20},
+        "algorithm": {"name": "local", "lr": 0.1, "batch_size": 8, "local_epochs": 1},
+        "faults": {"straggler": 1.0, "straggler_work": [0.3, 0.3]},
+        "cost": {"enabled": True, "compute_s_per_sample": 1e-3},
+    }
+    r = p2p_fmtl.run(cfg)
+    longest = max(row["n_train"] for row in r.nodes)
+    assert r.metrics[-1]["sim_time_s"] == pytest.approx(4 * 0.3 * longest * 1e-3, abs=1e-6)
 
 
 # ----------------------------------------------------------------------------- decoupled

@@ -144,7 +144,7 @@ def test_default_output_svg_and_single_run(runs_dir, tmp_path):
     out = plot(run, "accuracy")
     assert out == run / "accuracy.png"
     _assert_png(out)
-    svg = plot(run, "consensus", out=tmp_path / "sub" / "c.svg")
+    svg = plot(run, "consensus", out=tmp_path / "c.svg")
     text = svg.read_text()
     assert "<svg" in text and len(text) > 5000
 

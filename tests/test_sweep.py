@@ -146,7 +146,7 @@ def test_bad_sweeps_are_config_errors():
         expand({"base": AVERAGE, "grid": {"runs.seed": [0]}})
     with pytest.raises(ConfigError, match="not a file"):
         expand({"base": "no/such/base.toml"})
-    with pytest.raises(ConfigError, match="appears more than once"):
+    with pytest.raises(ConfigError, match=r"run 2/2 \(run.seed=0\): the same run as sweep run 1"):
         run_sweep({"base": AVERAGE, "grid": {"run.seed": [0, 0]}}, out="unused", quiet=True)
 
 

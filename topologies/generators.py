@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 import networkx as nx
@@ -109,11 +109,17 @@ def _check_seed(seed: object) -> int | None:
     return _check_int("topology.seed", seed, lo=0, what="a non-negative integer or None")
 
 
-def _try_seeds(seed: int | None, tries: int) -> list[int]:
-    """Seeds of successive tries: ``seed`` itself first, then seeds derived from it."""
+def _try_seeds(seed: int | None, tries: int) -> Iterator[int]:
+    """Seeds of successive tries: ``seed`` itself first, then seeds derived from it (drawn
+    as needed, in blocks: a huge ``max_tries`` costs nothing up front)."""
     rng = np.random.default_rng(seed)
-    derived = [int(s) for s in rng.integers(0, 2**32, size=tries, dtype=np.uint64)]
-    return derived if seed is None else [seed, *derived[: tries - 1]]
+    if seed is not None:
+        yield seed
+        tries -= 1
+    while tries > 0:
+        block = min(tries, 1024)
+        yield from (int(s) for s in rng.integers(0, 2**32, size=block, dtype=np.uint64))
+        tries -= block
 
 
 def _finish(G: nx.Graph, name: str) -> nx.Graph:

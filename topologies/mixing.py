@@ -532,6 +532,12 @@ def mixing_edges(G: nx.Graph, rule: str = "metropolis", **kw: Any) -> Edges:
 # --------------------------------------------------------------------------------------
 
 
+def _worst(score: np.ndarray) -> tuple[int, int]:
+    """Position of the largest entry (the first of equal ones, in row-major order)."""
+    i, j = np.unravel_index(int(np.argmax(score)), score.shape)
+    return int(i), int(j)
+
+
 def _unreached_from_0(adj: np.ndarray) -> int | None:
     """First node that node 0 cannot reach in the boolean adjacency ``adj``, or None."""
     n = adj.shape[0]
@@ -555,6 +561,8 @@ def validate_mixing(
     every column sums to 1 within ``atol``, ``W_ij <= atol`` off the diagonal
     where ``i`` and ``j`` are not adjacent in ``G``, and (``require_connected``)
     both ``G`` and the support graph ``{i ~ j : W_ij > atol}`` are connected.
+    A failed check names its worst violation (the most negative entry, the largest
+    asymmetry, the row or column sum furthest from 1, the largest weight off the graph).
 
     Parameters
     ----------
@@ -570,7 +578,7 @@ def validate_mixing(
     Raises
     ------
     TopologyError
-        Naming the first offending entry, row or column.
+        Naming the worst offending entry, row or column.
 
     Examples
     --------
@@ -601,24 +609,23 @@ def validate_mixing(
     if len(bad):
         i, j = bad[0]
         raise TopologyError(f"mixing matrix: entry ({i}, {j}) is {A[i, j]}, expected finite")
-    bad = np.argwhere(A < -atol)
-    if len(bad):
-        i, j = bad[0]
+    if A.min() < -atol:
+        i, j = _worst(-A)
         raise TopologyError(
             f"mixing matrix: entry ({i}, {j}) is {A[i, j]:.6g}, expected >= 0 (non-negative)"
         )
-    bad = np.argwhere(np.abs(A - A.T) > atol)
-    if len(bad):
-        i, j = bad[0]
+    asym = np.abs(A - A.T)
+    if asym.max() > atol:
+        i, j = _worst(asym)
         raise TopologyError(
             f"mixing matrix: entry ({i}, {j}) is {A[i, j]:.6g} but entry ({j}, {i}) is "
             f"{A[j, i]:.6g}, expected symmetric"
         )
     for axis, what in ((1, "row"), (0, "column")):
         sums = A.sum(axis=axis)
-        bad = np.flatnonzero(np.abs(sums - 1.0) > atol)
-        if len(bad):
-            i = bad[0]
+        off_one = np.abs(sums - 1.0)
+        if off_one.max() > atol:
+            i = int(np.argmax(off_one))
             raise TopologyError(
                 f"mixing matrix: {what} {i} sums to {sums[i]:.6g}, expected 1 (doubly stochastic)"
             )
@@ -628,9 +635,9 @@ def validate_mixing(
         _, u, v, _ = _edge_arrays(G)
         adj = np.zeros((n, n), dtype=bool)
         adj[u, v] = adj[v, u] = True
-        bad = np.argwhere(off & ~adj)
-        if len(bad):
-            i, j = bad[0]
+        outside = np.where(off & ~adj, A, 0.0)
+        if outside.max() > atol:
+            i, j = _worst(outside)
             raise TopologyError(
                 f"mixing matrix: entry ({i}, {j}) is {A[i, j]:.6g}, expected 0 because "
                 f"{i} and {j} are not neighbours in the graph"

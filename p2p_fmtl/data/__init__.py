@@ -66,6 +66,8 @@ def load_dataset(cfg: dict[str, Any], n_nodes: int) -> FederatedDataset:
 def validate_dataset(ds: FederatedDataset, where: str = "data") -> None:
     """Refuse data no training can use: one line naming the node and the problem.
 
+    Samples need at least one feature (a feature shape without zeros).
+
     Per task kind: ``binary`` / ``multiclass`` labels in ``0..num_classes-1``;
     ``regression`` finite float labels; ``lm`` label tokens ``(n, T)`` (and integer input
     tokens) in ``0..num_classes-1``; ``multitask`` labels ``(n, 2)`` = (target, head id)
@@ -74,6 +76,11 @@ def validate_dataset(ds: FederatedDataset, where: str = "data") -> None:
     """
     import numpy as np
 
+    if ds.nodes and 0 in ds.feature_shape:
+        raise ConfigError(
+            f"{where}: samples have shape {ds.feature_shape}, with no features; expected at "
+            "least one feature per sample"
+        )
     heads = ds.info.get("heads") if ds.task == "multitask" else None
     if ds.task == "multitask":
         if not heads:
@@ -83,6 +90,8 @@ def validate_dataset(ds: FederatedDataset, where: str = "data") -> None:
             raise ConfigError(
                 f"{where}: num_classes is {ds.num_classes} but the heads' outputs add up to {width}"
             )
+    if ds.task in ("binary", "multiclass") and ds.num_classes > SPARSE_LABELS_ABOVE:
+        _warn_sparse_labels(ds, where)
     for i, nd in enumerate(ds.nodes):
         if nd.n_train == 0:
             raise ConfigError(f"{where}: node {i} has no training samples")
@@ -124,6 +133,27 @@ def validate_dataset(ds: FederatedDataset, where: str = "data") -> None:
                         f"{where}: node {i} has {part} tokens in [{x.min()}, {x.max()}], "
                         f"outside the vocabulary 0..{ds.num_classes - 1}"
                     )
+
+
+SPARSE_LABELS_ABOVE = 1000  # classes: above this, warn when few of them occur
+
+
+def _warn_sparse_labels(ds: FederatedDataset, where: str) -> None:
+    """Warn when the classes (inferred from the largest label) far outnumber the labels
+    that occur: one stray label gives the model millions of outputs."""
+    import warnings
+
+    import numpy as np
+
+    seen = np.unique(np.concatenate([np.ravel(nd.y_train) for nd in ds.nodes]))
+    if 10 * len(seen) < ds.num_classes:
+        warnings.warn(
+            f"{where}: the model gets {ds.num_classes} outputs, one per class up to the "
+            f"largest label {int(seen.max())}, but only {len(seen)} distinct labels occur in "
+            "training (a stray label?)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _check_multitask(nd: NodeDataset, i: int, heads: list, where: str) -> None:

@@ -128,6 +128,11 @@ def _check_node(name: str, arrays: dict[str, np.ndarray]) -> None:
                 f"{where}: x_{split} has shape {x.shape}, expected (samples, features...) "
                 "with at least 2 axes"
             )
+        if 0 in x.shape[1:]:
+            raise ConfigError(
+                f"{where}: x_{split} has shape {x.shape}, with no features; expected at "
+                "least one feature per sample"
+            )
         if x.dtype != np.bool_ and not (
             np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
         ):

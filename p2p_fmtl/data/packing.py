@@ -219,6 +219,22 @@ def padded_nodes(n_nodes: int, chunk: int, devices: int = 1) -> int:
     return -(-n_nodes // unit) * unit
 
 
+def plan_groups(
+    n_train: np.ndarray,
+    batch_size: int | None,
+    bucketing: str = "auto",
+    max_buckets: int = 8,
+    rounds: int = 100,
+    copies: int = 1,
+) -> list[np.ndarray]:
+    """The node ids of each bucket :func:`pack` makes (see its ``bucketing``)."""
+    if bucketing == "none" or batch_size is None:
+        return [np.arange(len(n_train))]
+    if bucketing == "full":
+        return bucket_groups(n_train, batch_size, max_buckets)
+    return choose_buckets(n_train, batch_size, max_buckets, rounds, copies)
+
+
 def pack(
     ds: FederatedDataset,
     *,
@@ -250,12 +266,7 @@ def pack(
     n_train = np.array([nd.n_train for nd in nodes], dtype=np.int32)
     n_test = np.array([nd.n_test for nd in nodes], dtype=np.int32)
     frac = (n_train / max(int(n_train.max()), 1)).astype(np.float32)
-    if bucketing == "none" or batch_size is None:
-        groups = [np.arange(len(nodes))]
-    elif bucketing == "full":
-        groups = bucket_groups(n_train, batch_size, max_buckets)
-    else:
-        groups = choose_buckets(n_train, batch_size, max_buckets, rounds, copies)
+    groups = plan_groups(n_train, batch_size, bucketing, max_buckets, rounds, copies)
     buckets = []
     for ids in groups:
         s = int(n_train[ids].max())

@@ -3,7 +3,9 @@
 ``init(key) -> params`` and ``apply(params, x) -> outputs`` for ONE node's batch
 ``x`` of shape ``(batch, *feature_shape)``; the engine vmaps them over nodes.
 Any Flax (linen / nnx) or Equinox model is wrapped into the same pair by
-``model.name = "flax"`` / ``"equinox"`` (:mod:`.adapters`).
+``model.name = "flax"`` / ``"equinox"`` (:mod:`.adapters`); a config naming such a
+module is code that will be imported, and only module classes and functions marked
+with :func:`model_factory` are called.
 
 ``linear`` and ``mlp`` on flattened inputs; ``cnn`` 1-D / 2-D convolutions
 (MNIST-1D, 8x8 digits); ``tiny_lm`` a small causal transformer LM with LoRA adapters
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ..errors import unknown_name
-from .adapters import equinox_model, flax_model
+from .adapters import equinox_model, flax_model, model_factory  # noqa: F401  (public)
 from .cnn import cnn
 from .linear import linear
 from .mlp import mlp

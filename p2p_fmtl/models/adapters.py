@@ -29,6 +29,22 @@ keyword arguments only::
   the rest is static. As is the Equinox custom, the module is called on ONE sample and
   vmapped over the batch; ``per_sample = false`` calls it on the whole batch instead.
 
+**A config naming a module is code.** ``module = "package.module:attr"`` imports
+``package.module``, which runs its top-level code, as ``python -c "import package.module"``
+would: run only configs you trust, as you would run only scripts you trust.  What is then
+*called* is checked first: ``attr`` must be a class that builds a module (a subclass of
+``flax.linen.Module``, ``flax.nnx.Module`` or ``equinox.Module``) or a function marked as a
+model factory with :func:`model_factory`::
+
+    from p2p_fmtl.models import model_factory
+
+    @model_factory
+    def wide_mlp(out_dim, *, input_shape, key):
+        return EqxMLP(out_dim, input_shape=input_shape, hidden=512, key=key)
+
+Anything else (``os:system``, ``builtins:eval``, a plain function) is refused with one
+line, without being called.
+
 The dummy input for linen's ``init`` is ``float32`` zeros. flax and equinox are imported
 lazily: without them the rest of the package works, and these models raise a
 ``ConfigError`` naming the pip extra (``pip install "p2p-fmtl[flax]"``).
@@ -58,8 +74,53 @@ def _import(package: str, name: str):
         ) from None
 
 
+FACTORY_MARK = "__p2p_fmtl_model_factory__"
+_WHAT = {
+    "flax": "a flax.linen.Module or flax.nnx.Module subclass",
+    "equinox": "an equinox.Module subclass",
+}
+
+
+def model_factory(fn):
+    """Mark ``fn`` as a model factory, so that ``model.module`` may name it (see the
+    module doc: only module classes and marked functions are called)."""
+    if not callable(fn):
+        raise TypeError(f"model_factory: got {type(fn).__name__}, expected a function")
+    setattr(fn, FACTORY_MARK, True)
+    return fn
+
+
+def _module_classes() -> tuple[type, ...]:
+    """The module base classes of the installed libraries (flax linen and nnx, equinox)."""
+    bases: list[type] = []
+    try:
+        import flax.linen as nn
+        from flax import nnx
+
+        bases += [nn.Module, nnx.Module]
+    except ImportError:  # pragma: no cover - flax is an optional extra
+        pass
+    try:
+        import equinox as eqx
+
+        bases.append(eqx.Module)
+    except ImportError:  # pragma: no cover - equinox is an optional extra
+        pass
+    return tuple(bases)
+
+
+def builds_a_module(obj) -> bool:
+    """Whether ``obj`` may be called to build a model: a flax / equinox module class or a
+    function marked with :func:`model_factory`."""
+    if inspect.isclass(obj):
+        bases = _module_classes()
+        return bool(bases) and issubclass(obj, bases)
+    return callable(obj) and getattr(obj, FACTORY_MARK, False) is True
+
+
 def load_attr(spec: str, name: str):
-    """The object named by ``"package.module:attr"`` (``attr`` may be dotted)."""
+    """The object named by ``"package.module:attr"`` (``attr`` may be dotted): importing
+    the module runs its code; the object is returned only if :func:`builds_a_module`."""
     expected = '"package.module:attr" naming an importable class or function'
     if not isinstance(spec, str) or not spec:
         raise ConfigError(
@@ -79,8 +140,12 @@ def load_attr(spec: str, name: str):
                 f"({mod_name!r} has no attribute {part!r})"
             )
         obj = getattr(obj, part)
-    if not callable(obj):
-        raise ConfigError(f"model.module: got {spec!r}, expected {expected} (not callable)")
+    if not builds_a_module(obj):
+        raise ConfigError(
+            f"model.module: got {spec!r}, a {type(obj).__name__}; expected "
+            f"{_WHAT.get(name, 'a module class')} (or a function marked with "
+            "@p2p_fmtl.models.model_factory); it was not called"
+        )
     return obj
 
 
