@@ -238,34 +238,47 @@ def write_docs(path) -> None:
         "of the accepted cases: every pair of values of two axes (algorithm, exchange "
         "setting, schedule, fault, cost model, and batched or 2 devices) that occurs in an "
         "accepted case occurs in a case that runs, each case alone plus batched or on 2 "
-        "devices.  `P2P_FMTL_MATRIX=full pytest tests/test_combinations.py` runs every "
-        "accepted case in both modes.",
+        "devices, except that an algorithm meets each exchange setting through its class "
+        "(what the exchange sees of it, its declared needs: e.g. every algorithm that "
+        "gossip-averages its shared part with one copy of local work is one class), while "
+        "it meets every schedule, fault, cost model and mode itself.  "
+        "`P2P_FMTL_MATRIX=full pytest tests/test_combinations.py` runs every accepted case "
+        "in both modes.",
         "",
     ]
     Path(path).write_text("\n".join(text))
 
 
 # --------------------------------------------------------------------------- selection
-def covering(cases, axes=AXES + ("mode",)) -> list[tuple]:
-    """A greedy all-pairs covering of ``cases`` (tuples over ``axes``): every pair of
-    values of two axes that occurs in some case occurs in a chosen one."""
-    idx = list(range(len(axes)))
-    need = set()
-    for c in cases:
-        for i, j in itertools.combinations(idx, 2):
-            need.add((i, c[i], j, c[j]))
+def covering(cases, skip=()) -> list[tuple]:
+    """A greedy all-pairs covering of ``cases`` (tuples of equal length): every pair of
+    values of two positions that occurs in some case occurs in a chosen one, except the
+    pairs of positions listed in ``skip``."""
+    idx = range(len(cases[0])) if cases else ()
+    pairs = [p for p in itertools.combinations(idx, 2) if p not in skip]
+    need = {(i, c[i], j, c[j]) for c in cases for i, j in pairs}
     chosen, remaining = [], list(cases)
     while need:
         best, best_gain = None, 0
         for c in remaining:
-            gain = sum((i, c[i], j, c[j]) in need for i, j in itertools.combinations(idx, 2))
+            gain = sum((i, c[i], j, c[j]) in need for i, j in pairs)
             if gain > best_gain:
                 best, best_gain = c, gain
         chosen.append(best)
         remaining.remove(best)
-        for i, j in itertools.combinations(idx, 2):
+        for i, j in pairs:
             need.discard((i, best[i], j, best[j]))
     return chosen
+
+
+def exchange_class(alg_name: str) -> str:
+    """What an exchange sees of an algorithm variant: its declared needs (how it exchanges,
+    its copies of local work, the relation weights its inbox carries)."""
+    from p2p_fmtl.algorithms import needs_of
+
+    case = (alg_name, "sync", "static", "none", "off")
+    n = needs_of(load(case_config(case))["algorithm"])
+    return f"{n.exchange}/{n.copies}/{n.relation}"
 
 
 # --------------------------------------------------------------------------- expectations

@@ -19,9 +19,9 @@ cases = [
 ]
 for name, topo, extra in cases:
     alg = name.split("_chunked")[0]
-    data = {"name": "fedem_synthetic", "dim": 10, "n_test": 30, "bucketing": "full"}
-    if extra:
-        data["max_buckets"] = 2
+    # two buckets: a bucket is a copy of the round in the program (compile time)
+    data = {"name": "fedem_synthetic", "dim": 10, "n_test": 30, "bucketing": "full",
+            "max_buckets": 2}
     base = {"run": {"rounds": 6, "eval_every": 3, "seed": 1, **extra}, "topology": topo,
             "data": data,
             "algorithm": {"name": alg, "batch_size": 32, "momentum": 0.9}}
