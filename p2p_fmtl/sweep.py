@@ -84,22 +84,13 @@ import sys
 import tempfile
 import threading
 import time
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import (
-    DEFAULT_ALGORITHM,
-    DEFAULT_DATA,
-    MODEL_KEYS,
-    TOPOLOGY_KEYS,
-    Config,
-    _section_schema,
-    load_config,
-    set_dotted,
-)
+from . import config
+from .config import Config, load_config, set_dotted
 from .errors import ConfigError, UserError
 
 try:
@@ -108,7 +99,6 @@ except ImportError:  # pragma: no cover - not on Windows: no lock
     fcntl = None
 
 SWEEP_KEYS = ("base", "set", "grid", "zip")
-NAMED_SECTIONS = ("topology", "data", "model", "algorithm")
 GRAPH_KEY = "graph"
 LOCK_NAME = ".sweep.lock"
 FINAL_METRICS = (
@@ -131,34 +121,6 @@ _ID_TEXT_MAX = 96
 
 
 # --------------------------------------------------------------------------- parsing
-def _default_name(section: str) -> str:
-    return {
-        "topology": TOPOLOGY_KEYS["name"].default,
-        "data": DEFAULT_DATA,
-        "model": MODEL_KEYS["name"].default,
-        "algorithm": DEFAULT_ALGORITHM,
-    }[section]
-
-
-def _read_toml(path: Path, what: str) -> dict[str, Any]:
-    """A TOML file's table; one line for a missing, unreadable, non-UTF-8 or invalid file."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: {what} not found")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
-    except UnicodeDecodeError as e:
-        bad = e.object[e.start : e.start + 1]
-        raise ConfigError(
-            f"{path}: the {what} is not UTF-8 text (byte {e.start} is {bad!r}); save it as UTF-8"
-        ) from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
-
-
 def _is_graph(v: Any) -> bool:
     import networkx as nx
 
@@ -221,7 +183,7 @@ def load_sweep(sweep: str | os.PathLike | Mapping[str, Any]) -> Sweep:
         data, where, source = copy.deepcopy(dict(sweep)), Path.cwd(), None
     else:
         p = Path(sweep)
-        data = _read_toml(p, "sweep file")
+        data = config.read_toml(p, "sweep file")
         where, source = p.parent, str(p)
     for k in data:
         if k not in SWEEP_KEYS:
@@ -240,7 +202,7 @@ def load_sweep(sweep: str | os.PathLike | Mapping[str, Any]) -> Sweep:
         bp = bp if bp.is_absolute() else where / bp
         if not bp.is_file():
             raise ConfigError(f"base: got {str(base_value)!r}, but {bp} is not a file")
-        base = _read_toml(bp, "base config")
+        base = config.read_toml(bp, "base config")
         base_source = str(bp)
     else:
         raise ConfigError(f"base: got {base_value!r}, expected a path to a config file")
@@ -282,41 +244,11 @@ def _combinations(sw: Sweep) -> list[dict[str, Any]]:
 
 
 def apply_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """The base's raw config with dotted overrides, minus the base's keys a new name rejects."""
-    raw = copy.deepcopy(dict(base))
-    overrides = {k: v for k, v in overrides.items() if k != GRAPH_KEY}
-    for k, v in overrides.items():
-        set_dotted(raw, k, copy.deepcopy(v))
-    given = {tuple(k.split(".", 1)) for k in overrides}
-    for section in NAMED_SECTIONS:
-        if (section, "name") not in given:
-            continue
-        base_body = base.get(section, {})
-        if not isinstance(base_body, Mapping):
-            continue
-        old = base_body.get("name", _default_name(section))
-        new = raw[section]["name"]
-        if new == old or not isinstance(new, str):
-            continue
-        try:
-            schema = _section_schema(section, new)
-        except Exception:  # an unknown name: resolution reports it
-            continue
-        for key in base_body:
-            if (section, key) not in given and key not in schema:
-                del raw[section][key]
-    if ("algorithm", "name") in given and isinstance(base.get("data"), Mapping):
-        from .algorithms import ALGORITHMS
-
-        spec = ALGORITHMS.get(raw["algorithm"]["name"])
-        old = base.get("algorithm", {}).get("name", DEFAULT_ALGORITHM)
-        if spec is not None and not spec.uses_data and raw["algorithm"]["name"] != old:
-            for key in base["data"]:
-                if ("data", key) not in given:
-                    del raw["data"][key]
-            if not raw["data"]:
-                del raw["data"]
-    return raw
+    """The base's raw config with dotted overrides, minus the base's keys a new name rejects
+    (:func:`p2p_fmtl.config.apply_overrides`, without notes: a sweep states the rule once);
+    a graph axis value is not a config key."""
+    plain = {k: v for k, v in overrides.items() if k != GRAPH_KEY}
+    return config.apply_overrides(base, plain, warn=False)
 
 
 def graph_fingerprint(G) -> str:

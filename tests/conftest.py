@@ -22,3 +22,9 @@ os.environ.setdefault(
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The combination matrix first: it is the longest file (its two worker processes run
+    for minutes), so xdist starts it before the short files fill the other worker."""
+    items.sort(key=lambda item: item.path.name != "test_combinations.py")
