@@ -220,11 +220,6 @@ def _check_combinations(cfg: dict[str, dict[str, Any]], raw: Mapping[str, Any]) 
             f"run.devices: got {run['devices']}, but topology.n = {topo['n']} and each device "
             f"holds at least one node; allowed: a divisor of {topo['n']}"
         )
-    if run["rounds"] > INT32_MAX:
-        raise ConfigError(
-            f"run.rounds: got {run['rounds']}, expected an integer in [0, {INT32_MAX}] "
-            "(rounds are counted in 32 bits)"
-        )
     spec = ALGORITHMS[alg["name"]]
     if spec.trains:
         raw_alg = raw.get("algorithm", {})

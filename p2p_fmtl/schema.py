@@ -153,7 +153,7 @@ def _check_range(field: str, value: float, key: Key, bad: ConfigError) -> None:
 # --------------------------------------------------------------------------- schemas
 RUN_KEYS = {
     "seed": Key(0, "int", lo=0, help="one seed for everything random in the run"),
-    "rounds": Key(100, "int", lo=0, help="communication rounds"),
+    "rounds": Key(100, "int", lo=0, hi=2**31 - 1, help="communication rounds (counted in 32 bits)"),
     "eval_every": Key(10, "int", lo=1, help="evaluate every this many rounds"),
     "devices": Key(1, "int", lo=1, help="shard the node axis over this many devices"),
     "chunking": Key(

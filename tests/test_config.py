@@ -30,7 +30,7 @@ def test_builder_keys_come_from_the_builder():
     [
         ({"rn": {}}, r"rn: unknown section.*did you mean 'run'"),
         ({"run": {"rouns": 3}}, r"run\.rouns: unknown key.*did you mean 'rounds'"),
-        ({"run": {"rounds": -1}}, r"run\.rounds: got -1, expected an integer in \[0, inf\)"),
+        ({"run": {"rounds": -1}}, r"run\.rounds: got -1, expected an integer in \[0, 2147483647\]"),
         ({"run": {"rounds": "ten"}}, r"run\.rounds: got 'ten', expected an integer"),
         ({"algorithm": {"name": "dsdg"}}, r"algorithm\.name: unknown 'dsdg'.*did you mean 'dsgd'"),
         ({"algorithm": {"lr": 0}}, r"algorithm\.lr: got 0, expected a number in \(0, inf\)"),
