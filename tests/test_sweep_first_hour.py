@@ -188,11 +188,13 @@ def test_equal_values_are_one_run_and_keys_given_twice_are_refused(tmp_path):
 def test_bad_files_and_output_places_are_one_line(tmp_path, capsys):
     f = tmp_path / "latin1.toml"
     f.write_bytes('[set]\n"run.rounds" = 2 # café\n'.encode("latin-1"))
-    with pytest.raises(ConfigError, match=r"latin1.toml: not UTF-8 text .*save the sweep file as UTF-8"):
+    not_utf8 = r"latin1.toml: not UTF-8 text .*save the sweep file as UTF-8"
+    with pytest.raises(ConfigError, match=not_utf8):
         expand(f)
     (tmp_path / "b.toml").write_bytes(b"# \xff\n")
     f.write_text('base = "b.toml"\n')
-    with pytest.raises(ConfigError, match=r"b.toml: not UTF-8 text .*save the base config as UTF-8"):
+    not_utf8 = r"b.toml: not UTF-8 text .*save the base config as UTF-8"
+    with pytest.raises(ConfigError, match=not_utf8):
         expand(f)
 
     f.write_text('[set]\n"run.rounds" = 1\n"algorithm.name" = "average"\n"algorithm.dim" = 2\n')
