@@ -118,7 +118,6 @@ def local_sgd(
     like empty batches.
     """
     size = x.shape[0]
-    b = min(work.batch_size, size)
     opt_state = set_learning_rate(opt_state, lr)
     w_all = jnp.ones((size,), jnp.float32) if weights is None else weights
 
@@ -139,6 +138,21 @@ def local_sgd(
         carry = (jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_opt, opt_state))
         return carry, (loss, nonempty)
 
+    (params, opt_state), mean_loss = scan_batches(
+        step, (params, opt_state), key, count, size, work, budget
+    )
+    return params, opt_state, mean_loss
+
+
+def scan_batches(step, carry, key, count, size: int, work, budget=None):
+    """Scan ``step(carry, (idx, valid)) -> (carry, (loss, used))`` over the minibatches of
+    one round of local work, as :func:`local_sgd` draws them (same keys, epoch orders,
+    partial batches and straggler cut-off).  ``idx`` (B,)
+    indexes the node's samples, ``valid`` (B,) marks the real ones; ``used`` says whether
+    the step took a real batch.  Returns ``(carry, mean loss over the steps taken)``.
+    Algorithms whose step is not one optimizer update (pFedMe's inner solve) scan it too,
+    so their batches are D-SGD's."""
+    b = min(work.batch_size, size)
     per_epoch = jnp.maximum(-(-count // b), 1)
     total = work.epochs * per_epoch if work.epochs > 0 else work.steps
     limit = total if budget is None else straggler_steps(budget, total, key)
@@ -150,16 +164,13 @@ def local_sgd(
         def epoch(carry, xs):
             ekey, e = xs
             order = _epoch_order(ekey, count, size, work.rng_size)
-            idx = order[jnp.minimum(pos, size - 1)]
             valid = (pos < count).astype(jnp.float32)
-            if budget is not None:  # a straggler stops after `limit` real steps
-                ordinal = e * per_epoch + jnp.arange(n_batches)
-                valid = valid * (ordinal < limit)[:, None]
-            return jax.lax.scan(step, carry, (idx, valid))
+            if budget is not None:
+                valid = valid * (e * per_epoch + jnp.arange(n_batches) < limit)[:, None]
+            return jax.lax.scan(step, carry, (order[jnp.minimum(pos, size - 1)], valid))
 
-        keys = jax.random.split(key, work.epochs)
-        xs = (keys, jnp.arange(work.epochs))
-        (params, opt_state), (losses, used) = jax.lax.scan(epoch, (params, opt_state), xs)
+        xs = (jax.random.split(key, work.epochs), jnp.arange(work.epochs))
+        carry, (losses, used) = jax.lax.scan(epoch, carry, xs)
     else:
 
         def batch_at(k):
@@ -172,9 +183,8 @@ def local_sgd(
             return order[jnp.minimum(p, size - 1)], valid
 
         batches = jax.vmap(batch_at)(jnp.arange(work.steps))
-        (params, opt_state), (losses, used) = jax.lax.scan(step, (params, opt_state), batches)
-    mean_loss = jnp.sum(losses * used) / jnp.maximum(used.sum(), 1)
-    return params, opt_state, mean_loss
+        carry, (losses, used) = jax.lax.scan(step, carry, batches)
+    return carry, jnp.sum(losses * used) / jnp.maximum(used.sum(), 1)
 
 
 def train_on_node(

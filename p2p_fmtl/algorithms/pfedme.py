@@ -54,7 +54,7 @@ import optax
 
 from ..optim import set_learning_rate
 from ..schema import Key
-from ..training import _epoch_order, straggler_steps
+from ..training import scan_batches
 from .base import Algorithm, AlgorithmSpec, Context, Needs
 
 
@@ -63,46 +63,6 @@ class PFedMeState(NamedTuple):
     opt_state: Any  # the node's optimizer on w
     theta: Any  # the personal model
     last: Any = None  # w after the last gossip step (only kept when β ≠ 1)
-
-
-def scan_batches(step, carry, key, count, size: int, work, budget=None):
-    """Scan ``step(carry, (idx, valid)) -> (carry, (loss, used))`` over the minibatches of
-    one round of local work, drawn exactly as :func:`p2p_fmtl.training.local_sgd` draws
-    them (same keys, epoch orders, partial batches and straggler cut-off), so that the
-    batches are D-SGD's.  Returns ``(carry, mean loss over the steps taken)``."""
-    b = min(work.batch_size, size)
-    per_epoch = jnp.maximum(-(-count // b), 1)
-    total = work.epochs * per_epoch if work.epochs > 0 else work.steps
-    limit = total if budget is None else straggler_steps(budget, total, key)
-
-    if work.epochs > 0:
-        n_batches = -(-size // b)
-        pos = jnp.arange(n_batches * b).reshape(n_batches, b)
-
-        def epoch(carry, xs):
-            ekey, e = xs
-            order = _epoch_order(ekey, count, size, work.rng_size)
-            valid = (pos < count).astype(jnp.float32)
-            if budget is not None:
-                valid = valid * (e * per_epoch + jnp.arange(n_batches) < limit)[:, None]
-            return jax.lax.scan(step, carry, (order[jnp.minimum(pos, size - 1)], valid))
-
-        xs = (jax.random.split(key, work.epochs), jnp.arange(work.epochs))
-        carry, (losses, used) = jax.lax.scan(epoch, carry, xs)
-    else:
-
-        def batch_at(k):
-            e, j = k // per_epoch, k % per_epoch
-            order = _epoch_order(jax.random.fold_in(key, e), count, size, work.rng_size)
-            p = j * b + jnp.arange(b)
-            valid = (p < count).astype(jnp.float32)
-            if budget is not None:
-                valid = valid * (k < limit)
-            return order[jnp.minimum(p, size - 1)], valid
-
-        batches = jax.vmap(batch_at)(jnp.arange(work.steps))
-        carry, (losses, used) = jax.lax.scan(step, carry, batches)
-    return carry, jnp.sum(losses * used) / jnp.maximum(used.sum(), 1)
 
 
 def prox_point(grad_f, theta, w, lam: float, lr: float, steps: int):
