@@ -63,7 +63,7 @@ TRIM_ABOVE_BYTES = 256 << 20  # give the released dataset back to the system abo
 # same: only data, topology weights, rates, seeds and learning rates differ.
 _ENGINES: dict[str, Engine] = {}
 _PROGRAMS: dict[str, dict] = {}  # init and evaluation programs, by algorithm
-_DATA_FREE_KEYS = ("lr", "schedule", "milestones", "gamma", "lr_min", "init")
+_DATA_FREE_KEYS = ("lr", "schedule", "milestones", "gamma", "lr_min", "init", "finetune_lr")
 
 
 @dataclass
@@ -203,6 +203,7 @@ def _layout(packed: PackedData | None, n: int, devices: int = 1) -> Layout:
                 for a in (b.x_train, b.y_train, b.n_train, b.x_test, b.y_test, b.n_test)
             ),
             size_fraction=jax.device_put(b.size_fraction),
+            component=None if b.component is None else jax.device_put(b.component),
         )
         for b in packed.buckets
     )
@@ -215,8 +216,10 @@ def _layout(packed: PackedData | None, n: int, devices: int = 1) -> Layout:
     )
 
 
-def _engine_for(cfg: Config, shapes: list, build, process, exchange) -> Engine:
-    """The cached engine for this computation (so equal computations share compiled code)."""
+def _engine_for(cfg: Config, shapes: list, build, process, exchange, build_tuner=None) -> Engine:
+    """The cached engine for this computation (so equal computations share compiled code).
+    ``build_tuner``: builds the algorithm that fine-tunes before evaluation (one local
+    epoch of work), for ``algorithm.finetune_epochs > 0``."""
     alg = {k: v for k, v in cfg["algorithm"].items() if k not in _DATA_FREE_KEYS}
     network_free = {k: v for k, v in alg.items() if k not in GOSSIP_KEYS}
     alg_key = json.dumps([network_free, cfg["model"], shapes], sort_keys=True)
@@ -229,6 +232,7 @@ def _engine_for(cfg: Config, shapes: list, build, process, exchange) -> Engine:
             every=cfg["algorithm"].get("gossip_every", 1),
             cost=cfg["cost"]["enabled"],
             programs=_PROGRAMS.setdefault(alg_key, {}),
+            finetune=None if build_tuner is None else (build_tuner(), alg["finetune_epochs"]),
         )
     return _ENGINES[key]
 
@@ -444,12 +448,20 @@ def assemble(cfg: Config, *, graph=None, mixing=None) -> Parts:
         None if packed is None else list(packed.feature_shape),
         None if work is None else work.rng_size,
     ]
+    build_tuner = None
+    if alg_cfg.get("finetune_epochs", 0) > 0:  # only algorithms that train have the key
+        one_epoch = work._replace(epochs=1, steps=0)  # fine-tuning: one epoch at a time
+
+        def build_tuner():
+            return spec.build(Context(model, task, optimizer, one_epoch, alg_cfg))
+
     engine = _engine_for(
         cfg,
         shapes,
         lambda: spec.build(Context(model, task, optimizer, work, alg_cfg)),
         process,
         exchange,
+        build_tuner,
     )
 
     # what the round reads besides node data

@@ -129,8 +129,9 @@ def run_batch(
     inputs = _stack([s.inputs for s in sims])
 
     def eval_all():
+        tune = None if not sims[0].finetune_epochs else _stack([s.tuning() for s in sims])
         out = engine.evaluate_batch(
-            carry.state, layout, inputs.active, borrow, shared_layout=shared
+            carry.state, layout, inputs.active, borrow, tune, shared_layout=shared
         )
         for i, s in enumerate(sims):
             s.record({k: v[i] for k, v in out.items()})

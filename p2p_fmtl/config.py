@@ -193,6 +193,8 @@ def _refuse_foreign_algorithm_key(key: str, name: str, allowed: str) -> None:
     spec = ALGORITHMS[name]
     if key in GOSSIP_KEYS and not spec.communicates:
         why = "sends nothing, so it has no gossip settings"
+    elif key == "finetune_epochs" and not spec.trains:
+        why = "does no local work, so it has nothing to fine-tune"
     elif key in OPTIMIZER_KEYS and not spec.trains:
         why = "does no local work, so it has no optimizer settings"
     else:
@@ -209,12 +211,6 @@ def _check_combinations(cfg: dict[str, dict[str, Any]], raw: Mapping[str, Any]) 
     rules = {*topologies.MIXING_RULES, *SERVER_RULES}
     if topo["mixing"] not in rules and topo["mixing"] != GIVEN:
         raise unknown_name("topology.mixing", topo["mixing"], rules)
-    if topo["mixing"] in FMMC_RULES and not _installed("cvxpy"):
-        raise ConfigError(
-            f"topology.mixing: got {topo['mixing']!r}, which solves a semidefinite program "
-            "with cvxpy, not installed here; pip install cvxpy (or pip install "
-            "'p2p-fmtl[fmmc]'), or use 'metropolis'"
-        )
     if run["devices"] > topo["n"]:
         raise ConfigError(
             f"run.devices: got {run['devices']}, but topology.n = {topo['n']} and each device "
@@ -231,6 +227,7 @@ def _check_combinations(cfg: dict[str, dict[str, Any]], raw: Mapping[str, Any]) 
                 f"{alg['local_steps']}; set exactly one of them to a positive integer"
             )
         _check_training(alg)
+        _check_finetune(alg, spec)
     _check_network(cfg)
     from .exchange import check_settings
 
@@ -250,6 +247,7 @@ def _check_combinations(cfg: dict[str, dict[str, Any]], raw: Mapping[str, Any]) 
         )
     else:
         _check_data_model(cfg["data"]["name"], cfg["model"]["name"])
+        _check_known_components(cfg, needs_of(alg).components_known)
 
 
 FMMC_RULES = ("fmmc", "fmmc_zero_diagonal")
@@ -286,6 +284,40 @@ def _check_training(alg: dict[str, Any]) -> None:
             f"algorithm.lr_min: got {alg['lr_min']}, above algorithm.lr = {alg['lr']}, so "
             "the cosine schedule would raise the learning rate over the run; expected "
             "0 <= lr_min <= lr"
+        )
+
+
+def _check_finetune(alg: dict[str, Any], spec) -> None:
+    """``algorithm.finetune_epochs`` for an algorithm whose local update trains what it
+    scores; one that declares otherwise (``AlgorithmSpec.finetunes = False``: its local
+    update trains a model its score never reads) would report unchanged scores."""
+    k = alg["finetune_epochs"]
+    if k > 0 and not spec.finetunes:
+        raise ConfigError(
+            f"algorithm.finetune_epochs: got {k}, but algorithm.name = {alg['name']!r} scores "
+            "a model its local update does not train, so fine-tuning would change nothing; "
+            "allowed: 0"
+        )
+
+
+def _check_known_components(cfg: dict[str, dict[str, Any]], wanted: int) -> None:
+    """An algorithm that reads each training sample's true component (``Needs.
+    components_known``, D-EM's oracle) needs data that record that many components."""
+    if not wanted:
+        return
+    from .data import DATASETS
+    from .data.base import recorded_components
+
+    data = cfg["data"]
+    params = {k: v for k, v in data.items() if k != "name"}
+    have = recorded_components(DATASETS.get(data["name"]), params)
+    if have != wanted:
+        what = f"record {have} components" if have else "record no sample's component"
+        raise ConfigError(
+            f"algorithm.responsibilities: got 'oracle' with algorithm.components = {wanted}, "
+            f"but data.name = {data['name']!r} with these settings {what}; allowed: data "
+            f"whose generator records {wanted} (fedem_synthetic, or digits / mnist1d with "
+            f"partition = 'mixture' and components = {wanted})"
         )
 
 

@@ -18,6 +18,13 @@ per-round learning rates are arguments of the compiled program (data, not consta
 changing the seed, the graph's weights, a fault rate or the learning rate reuses the
 compiled program.  Which features are on (the process, the exchange) is static.
 
+Fine-tuning before evaluation (``algorithm.finetune_epochs = k``, the reference's
+FedAvg+): :meth:`Engine.evaluate` given ``tune = (key, lr)`` scores a copy of every node's
+state after k more applications of the algorithm's own ``local_update`` with one local
+epoch each, on the node's own data and without messages (an :class:`Inbox` of weight 0
+for algorithms that read one); the carried state is not touched.  The copy's keys come
+from ``key``, a stream of their own, so training never sees them.
+
 The public programs (:meth:`Engine.init`, :meth:`Engine.run_chunk`,
 :meth:`Engine.evaluate` and their ``_batch`` versions, vmapped over a leading run axis)
 are what single runs, batched runs and sharded runs call; an algorithm never knows
@@ -35,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .algorithms.base import Algorithm, NodeData
+from .algorithms.base import Algorithm, Inbox, NodeData
 from .exchange import Exchange
 from .gossip import Mixing, consensus_distance, mix
 from .netsim import (
@@ -184,7 +191,10 @@ class Engine:
         every: int = 1,
         cost: bool = False,
         programs: dict[Any, Any] | None = None,
+        finetune: tuple[Algorithm, int] | None = None,
     ):
+        """``finetune``: ``(the algorithm built with one local epoch of work, k)`` for
+        ``algorithm.finetune_epochs = k > 0`` (see :meth:`_finetune`), else None."""
         from .exchange import Gossip
 
         self.alg = alg
@@ -192,6 +202,7 @@ class Engine:
         self.exchange = exchange or Gossip()
         self.every = every
         self.cost = cost
+        self.finetune = finetune
         self._compiled: dict[Any, Any] = {}
         # init and evaluation do not depend on the network: engines of one algorithm (and
         # model and shapes) share them through ``programs``
@@ -212,10 +223,10 @@ class Engine:
         ]
         return _unbucket(parts, layout)
 
-    def _local_work(self, state, layout: Layout, keys, lr, inbox, budget=None):
-        """Every node's local update, one vmap per bucket of equally padded nodes (chunk
-        by chunk for buckets with chunks)."""
-        alg = self.alg
+    def _local_work(self, state, layout: Layout, keys, lr, inbox, budget=None, alg=None):
+        """Every node's local update (of ``alg``, default the engine's algorithm), one vmap
+        per bucket of equally padded nodes (chunk by chunk for buckets with chunks)."""
+        alg = alg or self.alg
 
         def update(a):
             return jax.vmap(alg.local_update, in_axes=(0, 0, 0, None, 0))(
@@ -304,10 +315,32 @@ class Engine:
         (carry, msgs, seconds), finite = jax.lax.scan(body, init, (lrs, ts))
         return carry, finite, msgs, seconds
 
-    def _eval_impl(self, state, layout: Layout, active, borrow: Mixing | None):
+    def _finetune(self, state, layout: Layout, key, lr):
+        """Every node's state after k applications of the fine-tuning algorithm's
+        ``local_update`` (one local epoch each, full work: no straggler budget), on its
+        own data and with no messages: an algorithm that reads an inbox gets one slot,
+        its own message, of weight 0 (a neighbour's pull vanishes)."""
+        alg, k = self.finetune
+        n = layout.inverse.shape[0]
+
+        def one(st, step_key):
+            inbox = None
+            if alg.needs.exchange == "inbox":
+                models = jax.tree.map(lambda x: x[:, None], (alg.message or alg.shared)(st))
+                inbox = Inbox(models, jnp.zeros((n, 1), jnp.float32))
+            keys = jax.random.split(step_key, n)
+            return self._local_work(st, layout, keys, lr, inbox, alg=alg)[0], None
+
+        state, _ = jax.lax.scan(one, state, jax.random.split(key, k))
+        return state
+
+    def _eval_impl(self, state, layout: Layout, active, borrow: Mixing | None, tune=None):
         """Per-node test score and train loss, consensus distance over active nodes, and,
         with ``borrow``, the score of every node after borrowing its neighbours' shared
-        state and adapting (how a node that never trained is served)."""
+        state and adapting (how a node that never trained is served).  With ``tune =
+        (key, lr)`` the scores and losses are those of a fine-tuned copy
+        (:meth:`_finetune`; unseen nodes fine-tune after borrowing and adapting); the
+        consensus distance and the finite flags are always of ``state``."""
         alg = self.alg
         shared = alg.shared(state)
         out = {
@@ -337,7 +370,8 @@ class Engine:
             ]
             return _unbucket(parts, layout)
 
-        out["test_score"], out["train_loss"] = per_bucket(state)
+        scored = state if tune is None else self._finetune(state, layout, *tune)
+        out["test_score"], out["train_loss"] = per_bucket(scored)
         if borrow is not None:
             borrowed = alg.replace_shared(state, mix(shared, borrow))
             if alg.adapt is not None:
@@ -346,6 +380,9 @@ class Engine:
                     for idx, d in zip(layout.ids, layout.data, strict=True)
                 ]
                 borrowed = _unbucket(parts, layout)
+            if tune is not None:
+                key, lr = tune
+                borrowed = self._finetune(borrowed, layout, jax.random.fold_in(key, 1), lr)
             out["unseen_score"], _ = per_bucket(borrowed)
         return out
 
@@ -421,16 +458,18 @@ class Engine:
             "gossip": gossip,
         }
 
-    def evaluate(self, state, layout, active, borrow=None) -> dict[str, np.ndarray]:
-        """Per-node test score and train loss, consensus distance, unseen nodes' scores."""
-        out = self._call("eval", self._eval_impl, state, layout, active, borrow)
+    def evaluate(self, state, layout, active, borrow=None, tune=None) -> dict[str, np.ndarray]:
+        """Per-node test score and train loss, consensus distance, unseen nodes' scores;
+        with ``tune = (key, lr)`` (an engine with ``finetune``), the scores and losses of
+        fine-tuned copies (:meth:`_finetune`)."""
+        out = self._call("eval", self._eval_impl, state, layout, active, borrow, tune)
         return {k: np.asarray(v) for k, v in out.items()}
 
-    def evaluate_batch(self, state, layout, active, borrow, *, shared_layout):
+    def evaluate_batch(self, state, layout, active, borrow, tune=None, *, shared_layout):
         """:meth:`evaluate` of B runs at once (leading run axis, as in run_chunk_batch)."""
         lay = None if shared_layout else 0
-        fn = jax.vmap(self._eval_impl, in_axes=(0, lay, 0, 0))
-        out = self._call(f"eval_batch{lay}", fn, state, layout, active, borrow)
+        fn = jax.vmap(self._eval_impl, in_axes=(0, lay, 0, 0, 0))
+        out = self._call(f"eval_batch{lay}", fn, state, layout, active, borrow, tune)
         return {k: np.asarray(v) for k, v in out.items()}
 
 

@@ -11,8 +11,9 @@ system killed it.  :func:`~p2p_fmtl.assemble.assemble` checks twice instead:
 2. :func:`estimate_parts`, once the data set is loaded and the model built but before
    the data are packed or any parameter exists: the same with the data's real sizes,
    plus the models (parameter count from ``jax.eval_shape``, times nodes, copies and
-   optimizer state) and the activations of an evaluation (which runs every node's whole
-   training and test set at once).
+   optimizer state, and one more copy of both while a copy is fine-tuned before an
+   evaluation, ``algorithm.finetune_epochs``) and the activations of an evaluation
+   (which runs every node's whole training and test set at once).
 
 :func:`check` compares an estimate with the memory this machine has available
 (``MemAvailable`` of ``/proc/meminfo``, else ``os.sysconf``): over it, a one-line
@@ -200,7 +201,9 @@ def graph_bytes(cfg, n: int, edges: float, max_degree: float | None = None) -> f
     if topo["mixing"] == "sample_weighted":
         out += 8 * 8.0 * n * n  # the server's all-pairs edge list
     if topo["mixing"].startswith("fmmc"):
-        out += 8.0 * n * edges + 40 * 8.0 * n * n  # incidence matrix, the SDP's matrices
+        from topologies.fmmc import fmmc_memory_bytes
+
+        out += fmmc_memory_bytes(n, int(edges))  # the first-order solver's work arrays
     return out
 
 
@@ -394,13 +397,16 @@ def estimate_parts(
     batch = min(cfg["algorithm"].get("batch_size") or int(n_train.max()), int(n_train.max()))
     evaluation = ACT_COPIES * rows * largest  # every sample at once, layer by layer
     training = n * batch * total  # a minibatch per node, every layer kept for backward
-    params = n * copies * p * (PARAM_COPIES + STATE_COPIES * k)
+    # fine-tuning before evaluation trains a copy of the state: parameters and optimizer
+    tuned = cfg["algorithm"].get("finetune_epochs", 0) > 0
+    params = n * copies * p * (PARAM_COPIES + STATE_COPIES * k + (1 + k) * tuned)
     est.models = 4.0 * (params + copies * max(evaluation, training))
     est.why["models"] = (
         f"{n} nodes x {copies} copies of {p} parameters, and the activations of {rows} "
         f"samples evaluated at once, {largest:.3g} values each at the widest layer "
         f"(topology.n, algorithm.components, model.name = {cfg['model']['name']!r}, "
-        "the data's sizes and classes)"
+        "the data's sizes and classes"
+        + (", algorithm.finetune_epochs: a fine-tuned copy)" if tuned else ")")
     )
     if ds.num_classes > 100_000:
         est.notes.append(

@@ -32,6 +32,8 @@ from .gossip import num_values
 from .netsim import effective_gap
 from .results import RunResult, flatten_params, refuse_unsafe, run_dir_state
 
+TUNE_SALT = 0x74756E65  # fine-tuning keys: fold_in(PRNGKey(seed), TUNE_SALT), then the round
+
 
 def _init_keys(key, n: int, mode: str):
     if mode == "identical":
@@ -128,6 +130,7 @@ class Simulation:
                 self.flops_per_sample = model_train_flops(cfg["model"], self.packed, self.task)
         self.history: list[dict[str, Any]] = []
         self.last_eval: dict[str, np.ndarray] = {}
+        self.finetune_epochs = cfg["algorithm"].get("finetune_epochs", 0)
 
     # the carried state, by name
     @property
@@ -284,8 +287,23 @@ class Simulation:
 
     def evaluate(self) -> dict[str, Any]:
         """Evaluate now; append and return one metrics row."""
-        ev = self.engine.evaluate(self.state, self.layout, self.active, self.borrow)
+        ev = self.engine.evaluate(self.state, self.layout, self.active, self.borrow, self.tuning())
         return self.record(ev)
+
+    def tuning(self):
+        """``(key, lr)`` of fine-tuning before an evaluation now (``None`` without
+        ``algorithm.finetune_epochs``): a key of the round from the run's seed, and
+        ``algorithm.finetune_lr``, or (0, the default) the learning rate of the last trained
+        round (the row's ``lr``)."""
+        if not self.finetune_epochs:
+            return None
+        # a stream of its own: training's keys come from split(PRNGKey(seed)), never this
+        key = jax.random.PRNGKey(self.cfg["run"]["seed"])
+        key = jax.random.fold_in(jax.random.fold_in(key, TUNE_SALT), self.round)
+        lr = self.cfg["algorithm"].get("finetune_lr", 0.0)
+        lr = lr if lr > 0 else self._lrs(max(self.round - 1, 0), 1)[0]
+        tune = key, jnp.float32(lr)
+        return self._put(tune, by_node=False) if self.devices > 1 else tune
 
     def record(self, ev: dict[str, np.ndarray]) -> dict[str, Any]:
         """Append the metrics row of an evaluation ``ev`` (per-node arrays) and return it."""
@@ -558,6 +576,8 @@ class Simulation:
             "jax_backend": jax.default_backend(),
             "jax_version": jax.__version__,
         }
+        if self.finetune_epochs:  # scores and train losses are of fine-tuned copies
+            summary["finetune_epochs"] = self.finetune_epochs
         labels = getattr(self.parts, "node_labels", None)
         if labels is not None:  # a user's graph: its node labels, in node-index order
             summary["node_labels"] = [str(label) for label in labels]

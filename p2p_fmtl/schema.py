@@ -249,6 +249,24 @@ OPTIMIZER_KEYS = {
         choices=("identical", "independent"),
         help="same initial model on every node, or one per node",
     ),
+    "finetune_epochs": Key(
+        0,
+        "int",
+        lo=0,
+        hi=INT32_MAX,
+        help="at every evaluation, score a copy of each node's model after this many more "
+        "epochs of the algorithm's local update on its own data (no messages, the last "
+        "round's learning rate); the trained models are not changed. dsgd on a complete "
+        "graph with uniform mixing then is FedAvg+",
+    ),
+    "finetune_lr": Key(
+        0.0,
+        "float",
+        lo=0.0,
+        help="learning rate of fine-tuning (finetune_epochs); 0: the last round's rate. The "
+        "FedEM reference's FedAvg+ tunes at its initial rate to the end (its tuning copy's "
+        "scheduler steps once per log)",
+    ),
 }
 
 MODEL_KEYS = {

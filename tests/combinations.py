@@ -11,6 +11,10 @@ and then it must keep these invariants (checked by ``tests/test_combinations.py`
 (b) a batched run (``run_batch`` of this case and a second seed) equals the run alone
     to 1e-6;
 (c) on 2 (forced CPU) devices the run equals the 1-device run to 1e-5;
+    (b) and (c) compare the parameters and the final evaluation's train loss: a mode with
+    ``+finetune`` runs the case with ``algorithm.finetune_epochs = 1`` (algorithms that
+    take it), so that the loss is of a fine-tuned copy, and checks under (d) that
+    fine-tuning changed it;
 (d) a fault, compression or gossip-period setting with a non-zero rate changes the
     result against the same case without it;
 (e) where the docs say so (``average``: gossip, pairwise and CHOCO exchanges; push-sum
@@ -56,6 +60,10 @@ def _algorithm_variants() -> dict[str, dict[str, Any]]:
             "graph_mtl/laplacian": {"name": "graph_mtl", "order": "local_then_laplacian"},
             "graph_mtl/learned": {"name": "graph_mtl", "relation": "learned"},
             "propagation/graph": {"name": "propagation", "relation": "graph"},
+            # D-EM's symmetry-breaking start (a step counter and a draw in the state)
+            # and its oracle (reads each sample's true component from the node data)
+            "dem/warm": {"name": "dem", "warm_start": "random_node", "warm_rounds": 2},
+            "dem/oracle": {"name": "dem", "responsibilities": "oracle"},
         }
     )
     return variants
@@ -95,6 +103,7 @@ FAULTS: dict[str, dict[str, Any]] = {
 }
 COSTS: dict[str, dict[str, Any]] = {"off": {}, "on": {"enabled": True, "latency_s": 0.001}}
 MODES = ("single", "batched", "devices")
+FINETUNE = "+finetune"  # a mode's suffix: the case with algorithm.finetune_epochs = 1
 AXES = ("algorithm", "exchange", "schedule", "fault", "cost")
 
 
@@ -107,8 +116,20 @@ def case_id(case) -> str:
     return "|".join(case)
 
 
-def case_config(case, seed: int = 0, devices: int = 1) -> dict[str, Any]:
-    """The raw config of a case."""
+def finetunes(alg_name: str) -> bool:
+    """Whether an algorithm variant takes ``algorithm.finetune_epochs = 1`` (its config
+    loads with it: it trains, and its local update trains what it scores)."""
+    from p2p_fmtl import ConfigError
+
+    try:
+        load(case_config((alg_name, "sync", "static", "none", "off"), finetune=1))
+    except ConfigError:
+        return False
+    return True
+
+
+def case_config(case, seed: int = 0, devices: int = 1, finetune: int = 0) -> dict[str, Any]:
+    """The raw config of a case (``finetune``: algorithm.finetune_epochs, when not 0)."""
     from p2p_fmtl.algorithms import ALGORITHMS
 
     alg_name, ex, sched, fault, cost = case
@@ -116,6 +137,8 @@ def case_config(case, seed: int = 0, devices: int = 1) -> dict[str, Any]:
     spec = ALGORITHMS[alg["name"]]
     if spec.trains:
         alg.update(batch_size=16, local_steps=2, lr=0.05)
+    if finetune:
+        alg["finetune_epochs"] = finetune
     if not spec.uses_data:
         alg["dim"] = 4
     cfg: dict[str, Any] = {
@@ -199,8 +222,9 @@ def write_docs(path) -> None:
         "two settings, or accepts it, and then it runs alone, batched with a second seed "
         "(`run_batch`) and on 2 forced CPU devices, with these invariants: the byte ledger "
         "equals the messages that crossed an edge (recounted from the run's replayed "
-        "network) × one message's encoded size; batched equals alone to 1e-6; 2 devices "
-        "equal 1 to 1e-5; a fault, compression or gossip-period setting changes the result; "
+        "network) × one message's encoded size; batched equals alone to 1e-6 and 2 devices "
+        "equal 1 to 1e-5 (parameters and the final train loss); a fault, compression or "
+        "gossip-period setting changes the result; "
         "`average` keeps the network mean under gossip, pairwise gossip and CHOCO (push-sum: "
         "the y-weighted sum), and plain gossip ends at the product of the replayed W's.",
         "",
@@ -241,9 +265,13 @@ def write_docs(path) -> None:
         "devices, except that an algorithm meets each exchange setting through its class "
         "(what the exchange sees of it, its declared needs: e.g. every algorithm that "
         "gossip-averages its shared part with one copy of local work is one class), while "
-        "it meets every schedule, fault, cost model and mode itself.  "
+        "it meets every schedule, fault, cost model and mode itself.  One more axis of the "
+        "covering is local fine-tuning before evaluation or not (`algorithm.finetune_epochs "
+        "= 1`, for algorithms that take it): fine-tuned, the final train loss (of the "
+        "fine-tuned copies) must also equal the run alone's, batched or on 2 devices, and "
+        "differ from the untuned one's.  "
         "`P2P_FMTL_MATRIX=full pytest tests/test_combinations.py` runs every accepted case "
-        "in both modes.",
+        "in both modes (fine-tuned when the algorithm takes it).",
         "",
     ]
     Path(path).write_text("\n".join(text))
@@ -336,6 +364,12 @@ def _params_diff(a: dict, b: dict) -> float:
     return max(float(np.max(np.abs(np.asarray(a[k]) - np.asarray(b[k])))) for k in a)
 
 
+def _loss_diff(a, b) -> float:
+    """The final evaluations' mean train losses apart (0 for runs without data)."""
+    la, lb = a.metrics[-1].get("train_loss"), b.metrics[-1].get("train_loss")
+    return 0.0 if la is None and lb is None else abs(la - lb)
+
+
 _CACHE: dict[str, Any] = {}
 
 
@@ -356,8 +390,8 @@ def load(raw):
 def run_case(case, mode: str, changes: bool = True) -> dict[str, Any]:
     """Run one case and measure everything the invariants need: alone, and batched with a
     second seed and/or on 2 devices (``mode``: ``"batched"``, ``"devices"`` or
-    ``"batched+devices"``); with ``changes``, also the same case without its fault, and
-    without its compression or gossip period."""
+    ``"batched+devices"``, each optionally followed by ``"+finetune"``); with ``changes``,
+    also the same case without its fault, and without its compression or gossip period."""
     from p2p_fmtl.batched import run_batch
 
     alg_name, ex, sched, fault, cost = case
@@ -365,16 +399,18 @@ def run_case(case, mode: str, changes: bool = True) -> dict[str, Any]:
     why = refusal(case)
     if why is not None:
         return {**out, "status": "refused", "message": why}
-    cfg = load(case_config(case))
+    tune = int(mode.endswith(FINETUNE))
+    cfg = load(case_config(case, finetune=tune))
     sim, res, x0 = _run(cfg)
     out["status"] = "ok"
     out["exchange"] = sim.exchange.name
 
     # (c) on 2 devices against 1 device
     if "devices" in mode:
-        sim2, res2, _ = _run(load(case_config(case, devices=2)))
+        sim2, res2, _ = _run(load(case_config(case, devices=2, finetune=tune)))
         out["devices"] = {
             "params_diff": _params_diff(res.params, res2.params),
+            "loss_diff": _loss_diff(res, res2),
             "shards": len(jax.tree.leaves(sim2.state)[0].sharding.device_set),
             "bytes": [res.metrics[-1]["bytes_total"], res2.metrics[-1]["bytes_total"]],
             "sim_time": [res.metrics[-1].get("sim_time_s"), res2.metrics[-1].get("sim_time_s")],
@@ -419,6 +455,10 @@ def run_case(case, mode: str, changes: bool = True) -> dict[str, Any]:
 
     # (d) a setting with a non-zero rate changes the result
     out["changes"] = found = {}
+    if tune:  # the same final state scored without fine-tuning (every node is seen)
+        plain = sim.engine.evaluate(sim.state, sim.layout, sim.active, sim.borrow)["train_loss"]
+        plain = float(np.sum(plain * sim.n_train) / np.sum(sim.n_train))
+        found["finetune"] = abs(res.metrics[-1]["train_loss"] - plain)
     if not changes:
         pass
     elif fault != "none":
@@ -431,11 +471,12 @@ def run_case(case, mode: str, changes: bool = True) -> dict[str, Any]:
 
     # (b) batched (this case and another seed) against the run alone
     if "batched" in mode:
-        other = load(case_config(case, seed=1))
+        other = load(case_config(case, seed=1, finetune=tune))
         batch = run_batch([cfg, other])
         b0 = batch[0]
         out["batched"] = {
             "params_diff": _params_diff(res.params, b0.params),
+            "loss_diff": _loss_diff(res, b0),
             "bytes": [res.metrics[-1]["bytes_total"], b0.metrics[-1]["bytes_total"]],
             "sim_time": [res.metrics[-1].get("sim_time_s"), b0.metrics[-1].get("sim_time_s")],
             "energy": [res.metrics[-1].get("energy_j"), b0.metrics[-1].get("energy_j")],

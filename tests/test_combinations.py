@@ -5,10 +5,11 @@ names two settings, or accepted.  Accepted cases run in two worker processes (2 
 CPU devices each, one case at a time, each under a timeout so that a hang fails); by
 default the workers run an all-pairs covering of the accepted cases (every pair of
 values of two axes — algorithm, exchange, schedule, fault, cost model, batched or 2
-devices — that occurs in an accepted case occurs in a run, an algorithm meeting the
-exchange settings through its class of declared needs; the algorithm variants that
-differ only in their relation weights, ``FULL_ONLY``, are left to the full run), and with
-``P2P_FMTL_MATRIX=full`` every accepted case in both modes (hours on 2 cores).
+devices, fine-tuned before evaluation or not — that occurs in an accepted case occurs in
+a run, an algorithm meeting the exchange settings through its class of declared needs;
+the algorithm variants that differ only in their relation weights, ``FULL_ONLY``, are
+left to the full run), and with ``P2P_FMTL_MATRIX=full`` every accepted case in both
+modes (hours on 2 cores).
 """
 
 from __future__ import annotations
@@ -41,17 +42,20 @@ def _jobs(accepted):
     also run without its fault / compression / gossip period (check (d)).  By default
     (d) is checked once per setting value and exchange; in the full matrix always."""
     modes = ("batched", "devices")
-    if FULL:  # every accepted case, alone, batched and on 2 devices
-        return [(c, "batched+devices", True) for c in accepted]
+    tune = {a: M.finetunes(a) for a in {c[0] for c in accepted}}
+    if FULL:  # every accepted case, alone, batched and on 2 devices (fine-tuned if it can be)
+        return [(c, "batched+devices" + M.FINETUNE * tune[c[0]], True) for c in accepted]
     ci = [c for c in accepted if c[0] not in M.FULL_ONLY]
     # every pair of values of two axes, except that an algorithm meets every exchange
     # setting through its class (what the exchange sees of it: its declared Needs); it
-    # still meets every schedule, fault, cost model and mode itself
+    # still meets every schedule, fault, cost model and mode itself.  One more axis:
+    # fine-tuning before evaluation or not (only "" for algorithms that do not take it)
     cls = {a: M.exchange_class(a) for a in {c[0] for c in ci}}
-    rows = [c + (m, cls[c[0]]) for c in ci for m in modes]
+    tuned = {a: ("", M.FINETUNE) if tune[a] else ("",) for a in cls}
+    rows = [c + (m, cls[c[0]], t) for c in ci for m in modes for t in tuned[c[0]]]
     algorithm, exchange, klass = 0, 1, len(M.AXES) + 1
     chosen = M.covering(rows, skip={(algorithm, exchange), (algorithm, klass)})
-    chosen = [(c[: len(M.AXES)], c[len(M.AXES)]) for c in chosen]
+    chosen = [(c[: len(M.AXES)], c[len(M.AXES)] + c[-1]) for c in chosen]
     seen, jobs = set(), []
     for case, mode in chosen:
         keys = {(case[1], M.exchange_of(case)), (case[3], M.exchange_of(case))}
@@ -197,8 +201,10 @@ def test_batched_runs_equal_runs_alone(matrix):
         b = row.get("batched")
         if b is None:
             return None
-        if b["params_diff"] > 1e-6:
-            return f"parameters differ by {b['params_diff']:.3g}"
+        if b["params_diff"] > 1e-6 or b["loss_diff"] > 1e-6:
+            return (
+                f"parameters / train loss differ by {b['params_diff']:.3g} / {b['loss_diff']:.3g}"
+            )
         if b["bytes"][0] != b["bytes"][1] or b["sim_time"][0] != b["sim_time"][1]:
             return f"ledger or time differ: {b}"
         if b["energy"][0] != b["energy"][1]:
@@ -219,8 +225,10 @@ def test_two_devices_equal_one_device(matrix):
             return None
         if d["shards"] != 2:
             return f"state on {d['shards']} devices"
-        if d["params_diff"] > 1e-5:
-            return f"parameters differ by {d['params_diff']:.3g}"
+        if d["params_diff"] > 1e-5 or d["loss_diff"] > 1e-5:
+            return (
+                f"parameters / train loss differ by {d['params_diff']:.3g} / {d['loss_diff']:.3g}"
+            )
         if d["bytes"][0] != d["bytes"][1]:
             return f"ledger differs: {d['bytes']}"
         t1, t2 = d["sim_time"]
@@ -243,6 +251,7 @@ def test_a_setting_with_a_nonzero_rate_changes_the_result(matrix):
 
     bad = _failures(matrix, check)
     assert not bad, "\n".join(bad[:20])
+    assert any("finetune" in r["changes"] for r in matrix["results"].values() if "changes" in r)
 
 
 def test_the_network_mean_is_kept_where_the_docs_say(matrix):

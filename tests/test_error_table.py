@@ -76,7 +76,6 @@ MISTAKES = [
         [],
     ),
     ("every node down every round", None, ["faults.node_drop=1.0"], []),
-    ("fmmc without cvxpy", None, ["topology.mixing=fmmc"], ["no-cvxpy"]),
     ("next-token data with a non-sequence model", "NPZ", ["data.name=dialects"], []),
     (
         "a language model on one-label data",

@@ -41,15 +41,6 @@ from topologies import (
     validate_mixing,
 )
 
-try:
-    import cvxpy  # noqa: F401
-
-    HAVE_CVXPY = True
-except ImportError:
-    HAVE_CVXPY = False
-
-needs_cvxpy = pytest.mark.skipif(not HAVE_CVXPY, reason="fmmc needs the optional cvxpy")
-
 PROPERTY = settings(
     max_examples=30,
     deadline=None,
@@ -432,7 +423,6 @@ FMMC_GRAPHS = {
 }
 
 
-@needs_cvxpy
 @pytest.mark.parametrize("graph", sorted(FMMC_GRAPHS))
 def test_fmmc_is_valid_and_mixes_at_least_as_fast(graph):
     G = FMMC_GRAPHS[graph]()
@@ -443,7 +433,6 @@ def test_fmmc_is_valid_and_mixes_at_least_as_fast(graph):
         assert gap >= spectral_gap(mixing_matrix(G, rule)) - 1e-7, rule
 
 
-@needs_cvxpy
 def test_fmmc_known_optimum_and_strict_improvement():
     # Star on n nodes: W = I - w L has eigenvalues {1, 1 - w, 1 - n w} and the hub's
     # diagonal 1 - (n - 1) w >= 0 caps w at 1/(n-1), the optimum: gap 1/(n-1) > 1/n.
@@ -453,7 +442,6 @@ def test_fmmc_known_optimum_and_strict_improvement():
     assert gap > spectral_gap(mixing_matrix(star(n), "metropolis")) + 0.03
 
 
-@needs_cvxpy
 def test_fmmc_zero_diagonal():
     G = ring(5)
     W = mixing_matrix(G, "fmmc", zero_diagonal=True)
@@ -468,12 +456,14 @@ def test_fmmc_zero_diagonal():
         mixing_matrix(G, "fmmc", zero_diagonal=1)
 
 
-def test_fmmc_without_cvxpy_names_the_extra(monkeypatch):
+def test_fmmc_without_cvxpy_solves_and_names_the_extra_only_for_the_cvxpy_solver(monkeypatch):
     monkeypatch.setitem(sys.modules, "cvxpy", None)  # makes `import cvxpy` fail
+    assert_valid_mixing(ring(5), mixing_matrix(ring(5), "fmmc"), "fmmc")
     with pytest.raises(TopologyError) as err:
-        mixing_matrix(ring(5), "fmmc")
+        mixing_matrix(ring(5), "fmmc", solver="cvxpy")
     assert str(err.value) == (
-        "topology.mixing: 'fmmc' needs the optional dependency cvxpy (pip install 'p2p-fmtl[fmmc]')"
+        "topology.mixing: 'fmmc' with solver 'cvxpy' needs the optional dependency cvxpy "
+        "(pip install 'p2p-fmtl[fmmc]'), or use solver 'first_order'"
     )
 
 

@@ -1,7 +1,8 @@
 """Gossip topologies for decentralized learning: graphs, mixing matrices, spectra.
 
-Pure networkx + numpy (cvxpy is an optional extra for the ``fmmc`` rule); this
-package never imports jax or :mod:`p2p_fmtl`.
+Pure networkx + numpy + scipy; the fastest-mixing (``fmmc``) rules use the
+first-order solver of :mod:`topologies.fmmc`, with cvxpy an optional exact check
+(``solver="cvxpy"``).  This package never imports jax or :mod:`p2p_fmtl`.
 
 >>> from topologies import build, mixing_matrix, spectral_gap
 >>> G = build("ring", 8)
@@ -10,6 +11,7 @@ package never imports jax or :mod:`p2p_fmtl`.
 """
 
 from .errors import TopologyError
+from .fmmc import FMMCReport
 from .generators import (
     BUILDERS,
     barabasi_albert,
@@ -31,11 +33,12 @@ from .generators import (
     torus,
     two_cliques,
 )
-from .mixing import MIXING_RULES, mixing_edges, mixing_matrix, validate_mixing
+from .mixing import MIXING_RULES, fastest_mixing, mixing_edges, mixing_matrix, validate_mixing
 from .spectral import describe, mixing_time, second_largest_eigenvalue_modulus, spectral_gap
 
 __all__ = [
     "BUILDERS",
+    "FMMCReport",
     "MIXING_RULES",
     "TopologyError",
     "barabasi_albert",
@@ -46,6 +49,7 @@ __all__ = [
     "edgelist",
     "erdos_renyi",
     "exponential",
+    "fastest_mixing",
     "from_graph",
     "grid",
     "hypercube",

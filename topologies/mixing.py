@@ -11,8 +11,9 @@ ignored), ``d_max = max_i d_i``, ``i ~ j`` means ``{i, j}`` is an edge, and
 ``W_ii = 1 − Σ_{j≠i} W_ij``.
 
 :func:`mixing_edges` computes the weights as an edge list without the dense
-``n x n`` matrix (except ``fmmc``, which solves a dense semidefinite program),
-so that graphs with ``10^5`` nodes or more are cheap.
+``n x n`` matrix (except ``fmmc``, which solves a semidefinite program on dense arrays),
+so that graphs with ``10^5`` nodes or more are cheap.  ``fmmc`` solves the
+fastest-mixing problem with the first-order solver of :mod:`topologies.fmmc`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ import networkx as nx
 import numpy as np
 
 from .errors import TopologyError, fmt, unknown_key, unknown_name
+from .fmmc import SOLVERS as FMMC_SOLVERS
+from .fmmc import FMMCReport, solve_fmmc
 
 __all__ = [
     "MIXING_RULES",
+    "fastest_mixing",
     "fmmc",
     "lazy_metropolis",
     "max_degree",
@@ -127,98 +131,46 @@ def _lazy_metropolis_edges(n: int, u: np.ndarray, v: np.ndarray, deg: np.ndarray
     return _assemble(n, u, v, 0.5 / (1.0 + np.maximum(deg[u], deg[v])))
 
 
-_FMMC_MISSING = (
-    "topology.mixing: 'fmmc' needs the optional dependency cvxpy (pip install 'p2p-fmtl[fmmc]')"
-)
-
-
 def _fmmc_edges(
-    n: int, u: np.ndarray, v: np.ndarray, deg: np.ndarray, *, zero_diagonal: bool = False
+    n: int,
+    u: np.ndarray,
+    v: np.ndarray,
+    deg: np.ndarray,
+    *,
+    zero_diagonal: bool = False,
+    solver: str = "first_order",
 ) -> Edges:
     if not isinstance(zero_diagonal, bool | np.bool_):
         raise TopologyError(
             f"topology.zero_diagonal: got {fmt(zero_diagonal)}, expected true or false"
         )
-    try:
-        import cvxpy as cp
-    except ImportError:
-        raise TopologyError(_FMMC_MISSING) from None
-    m = len(u)
-    what = "'fmmc' with zero_diagonal=true" if zero_diagonal else "'fmmc'"
-    if m == 0:
+    if not isinstance(solver, str) or solver not in FMMC_SOLVERS:
+        raise unknown_name("topology.solver", solver, FMMC_SOLVERS)
+    if len(u) == 0:
         if zero_diagonal:
-            raise TopologyError(f"topology.mixing: {what} is infeasible on a graph without edges")
+            raise TopologyError(
+                "topology.mixing: 'fmmc' with zero_diagonal=true is infeasible on a graph "
+                "without edges"
+            )
         return _assemble(n, u, v, np.zeros(0))
-    cols = np.arange(m)
-    B = np.zeros((n, m))  # signed incidence matrix
-    B[u, cols] = 1.0
-    B[v, cols] = -1.0
-    A = np.abs(B)  # unsigned incidence: (A w)_i = Σ_{j~i} W_ij
-    w = cp.Variable(m, nonneg=True)
-    t = cp.Variable()
-    X = np.eye(n) - B @ cp.diag(w) @ B.T - np.full((n, n), 1.0 / n)  # W - 11ᵀ/n
-    X = (X + X.T) / 2  # symmetric already; tells cvxpy so
-    eye = np.eye(n)
-    constraints = [X << t * eye, X >> -t * eye]  # ‖X‖₂ <= t
-    constraints.append(A @ w == 1 if zero_diagonal else A @ w <= 1)
-    problem = cp.Problem(cp.Minimize(t), constraints)
-    installed = cp.installed_solvers()
-    if "CLARABEL" in installed:
-        options: dict[str, Any] = {
-            "solver": "CLARABEL",
-            "tol_gap_abs": 1e-9,
-            "tol_gap_rel": 1e-9,
-            "tol_feas": 1e-9,
-        }
-    elif "SCS" in installed:
-        options = {"solver": "SCS", "eps": 1e-9}
-    else:
-        options = {}
-    try:
-        with warnings.catch_warnings():  # 'optimal_inaccurate' is fine: made feasible below
-            warnings.filterwarnings("ignore", message="Solution may be inaccurate")
-            problem.solve(**options)
-    except cp.error.SolverError as exc:
-        raise TopologyError(f"topology.mixing: {what}: the SDP solver failed: {exc}") from None
-    if problem.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
-        raise TopologyError(
-            f"topology.mixing: {what} is infeasible on this graph (the solver reported "
-            f"{problem.status!r}); use zero_diagonal=false or 'metropolis'"
+    w, _, report = solve_fmmc(n, u, v, zero_diagonal=bool(zero_diagonal), solver=solver)
+    if report.solver == "first_order" and report.gap > 10 * report.tol:
+        warnings.warn(
+            f"topology.mixing: 'fmmc' stopped {report.gap:.2g} from the optimum (SLEM "
+            f"{report.slem:.6g} after {report.iterations} iterations); the weights are valid",
+            RuntimeWarning,
+            stacklevel=4,
         )
-    if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or w.value is None:
-        raise TopologyError(
-            f"topology.mixing: {what}: the SDP solver ended with status {problem.status!r}"
-        )
-    x = np.clip(np.asarray(w.value, dtype=np.float64), 0.0, None)
     if zero_diagonal:
-        # Polish onto {A x = 1, x >= 0}: min-norm correction, then clip, a few rounds.
-        for _ in range(10):
-            r = A @ x - 1.0
-            if np.abs(r).max() < 1e-13:
-                break
-            x = np.clip(x - A.T @ np.linalg.lstsq(A @ A.T, r, rcond=None)[0], 0.0, None)
-        if np.abs(A @ x - 1.0).max() > 1e-7:
-            raise TopologyError(
-                f"topology.mixing: {what} is infeasible on this graph (no zero-diagonal "
-                "doubly stochastic matrix on its edges); use zero_diagonal=false or 'metropolis'"
-            )
-        edges = _assemble(n, u, v, x, diag=np.zeros(n))
-        eig = np.linalg.eigvalsh(_densify(n, edges))
-        slem = max(abs(eig[0]), abs(eig[-2])) if n > 1 else 0.0
-        if slem > 1.0 - 1e-7:
-            raise TopologyError(
-                f"topology.mixing: {what} has no converging matrix on this graph (SLEM = "
-                f"{slem:.6g}, as on any bipartite graph or one with a leaf); use "
-                "zero_diagonal=false or 'metropolis'"
-            )
-        return edges
-    x /= max(1.0, float((A @ x).max()))  # keep every W_ii >= 0
-    senders, receivers, weights = _assemble(n, u, v, x)
+        return _assemble(n, u, v, w, diag=np.zeros(n))
+    senders, receivers, weights = _assemble(n, u, v, w)
     return senders, receivers, np.where((senders == receivers) & (weights < 0), 0.0, weights)
 
 
-def _fmmc_zero_diagonal_edges(n: int, u: np.ndarray, v: np.ndarray, deg: np.ndarray) -> Edges:
-    return _fmmc_edges(n, u, v, deg, zero_diagonal=True)
+def _fmmc_zero_diagonal_edges(
+    n: int, u: np.ndarray, v: np.ndarray, deg: np.ndarray, *, solver: str = "first_order"
+) -> Edges:
+    return _fmmc_edges(n, u, v, deg, zero_diagonal=True, solver=solver)
 
 
 _EDGE_RULES: dict[str, Callable[..., Edges]] = {
@@ -387,7 +339,7 @@ def lazy_metropolis(G: nx.Graph) -> np.ndarray:
     return mixing_matrix(G, "lazy_metropolis")
 
 
-def fmmc(G: nx.Graph, *, zero_diagonal: bool = False) -> np.ndarray:
+def fmmc(G: nx.Graph, *, zero_diagonal: bool = False, solver: str = "first_order") -> np.ndarray:
     """Return the fastest-mixing Markov chain matrix (Boyd, Diaconis & Xiao, 2004).
 
     Solves the semidefinite program
@@ -410,29 +362,36 @@ def fmmc(G: nx.Graph, *, zero_diagonal: bool = False) -> np.ndarray:
         matrix of the reference FedEM code.  Raises :class:`TopologyError` when
         that is infeasible (e.g. on a star) or when the best such matrix does not
         converge (``SLEM = 1``, e.g. on any bipartite graph).
+    solver : {"first_order", "cvxpy"}, optional
+        ``"first_order"`` (default): the ADMM solver of :mod:`topologies.fmmc`
+        (numpy and scipy only), which stops once its SLEM is certified within
+        ``1e-5`` of the optimum.  ``"cvxpy"``: the SDP on the matrix ``W`` with SCS,
+        an exact check that needs the optional cvxpy (``pip install 'p2p-fmtl[fmmc]'``).
 
     Returns
     -------
     numpy.ndarray
         ``(n, n)`` float64, symmetric, doubly stochastic; its spectral gap is at
-        least that of every other rule here.
+        least that of every other rule here (up to the solver's tolerance).
 
     Notes
     -----
-    Needs the optional dependency ``cvxpy`` (``pip install 'p2p-fmtl[fmmc]'``).
-    An SDP with ``m`` variables and ``n x n`` matrix constraints: practical up
-    to a few hundred nodes.  Solver tolerance is about ``1e-8``.
+    The first-order solver costs one ``n x n`` symmetric eigenproblem per iteration
+    and about ``22 · 8 n²`` bytes; it refuses, before allocating, a graph whose work
+    arrays do not fit in the available memory.  A 300-node ``G(n, 1/2)`` takes a few
+    seconds (experiments/BENCHMARKS.md).  :func:`topologies.fmmc.solve_fmmc` also
+    returns the achieved SLEM and its certified distance to the optimum.
 
     Examples
     --------
     >>> from topologies.generators import ring
-    >>> fmmc(ring(4)).round(3)[0]  # doctest: +SKIP
+    >>> fmmc(ring(4)).round(3)[0]
     array([0.333, 0.333, 0.   , 0.333])
     """
-    return mixing_matrix(G, "fmmc", zero_diagonal=zero_diagonal)
+    return mixing_matrix(G, "fmmc", zero_diagonal=zero_diagonal, solver=solver)
 
 
-def fmmc_zero_diagonal(G: nx.Graph) -> np.ndarray:
+def fmmc_zero_diagonal(G: nx.Graph, *, solver: str = "first_order") -> np.ndarray:
     r"""Return the fastest-mixing matrix with ``W_ii = 0`` (the reference FedEM's choice).
 
     .. math::
@@ -444,9 +403,47 @@ def fmmc_zero_diagonal(G: nx.Graph) -> np.ndarray:
     :func:`fmmc` with the extra constraint ``diag(W) = 0``: the SDP of the official
     FedEM code (``utils/decentralized.py``), whose edge mask ``1 − A`` also masks the
     diagonal.  Infeasible on some graphs (a star, a grid) and non-convergent on
-    bipartite graphs; both raise :class:`TopologyError`.  Needs ``cvxpy``.
+    bipartite graphs; both raise :class:`TopologyError`.  ``solver`` as in :func:`fmmc`.
     """
-    return fmmc(G, zero_diagonal=True)
+    return fmmc(G, zero_diagonal=True, solver=solver)
+
+
+def fastest_mixing(
+    G: nx.Graph, *, zero_diagonal: bool = False, solver: str = "first_order", **options: Any
+) -> tuple[np.ndarray, FMMCReport]:
+    """Return the :func:`fmmc` matrix of ``G`` with the solver's report.
+
+    Parameters
+    ----------
+    G : networkx.Graph
+        Undirected simple graph on nodes ``0 .. n-1`` with at least one edge.
+    zero_diagonal, solver
+        As in :func:`fmmc`.
+    **options
+        Options of the solver: ``tol``, ``max_iter``, ``time_limit``, ``verbose``, ...
+        (:func:`topologies.fmmc.first_order_weights`) or ``eps``
+        (:func:`topologies.fmmc.cvxpy_weights`).
+
+    Returns
+    -------
+    W : numpy.ndarray
+        ``(n, n)`` float64 mixing matrix.
+    report : topologies.fmmc.FMMCReport
+        Its SLEM, the certified lower bound on the optimum (first-order solver),
+        iterations and seconds.
+
+    Examples
+    --------
+    >>> from topologies.generators import complete
+    >>> W, report = fastest_mixing(complete(5), zero_diagonal=True)
+    >>> print(round(report.slem, 6), round(float(W[0, 1]), 6), report.converged)
+    0.25 0.25 True
+    """
+    n, u, v, _ = _edge_arrays(G)
+    if not isinstance(solver, str) or solver not in FMMC_SOLVERS:
+        raise unknown_name("topology.solver", solver, FMMC_SOLVERS)
+    w, d, report = solve_fmmc(n, u, v, zero_diagonal=bool(zero_diagonal), solver=solver, **options)
+    return _densify(n, _assemble(n, u, v, w, diag=d)), report
 
 
 MIXING_RULES: dict[str, Callable[..., np.ndarray]] = {
@@ -470,7 +467,8 @@ def mixing_matrix(G: nx.Graph, rule: str = "metropolis", **kw: Any) -> np.ndarra
     rule : str, optional
         A key of :data:`MIXING_RULES` (default ``"metropolis"``).
     **kw
-        Options of the rule (only ``fmmc`` has one: ``zero_diagonal``).
+        Options of the rule (only the ``fmmc`` rules have any: ``zero_diagonal``
+        and ``solver``).
 
     Returns
     -------
@@ -499,7 +497,8 @@ def mixing_edges(G: nx.Graph, rule: str = "metropolis", **kw: Any) -> Edges:
     rule : str, optional
         A key of :data:`MIXING_RULES` (default ``"metropolis"``).
     **kw
-        Options of the rule (only ``fmmc`` has one: ``zero_diagonal``).
+        Options of the rule (only the ``fmmc`` rules have any: ``zero_diagonal``
+        and ``solver``).
 
     Returns
     -------

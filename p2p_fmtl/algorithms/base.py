@@ -52,6 +52,8 @@ class NodeData(NamedTuple):
     n_test: Any
     size_fraction: Any  # n_train / max over nodes of n_train
     budget: Any = None  # fraction of its local work the node does this round (stragglers)
+    component: Any = None  # (S,) int32 latent component of each training row, -1: none/pad;
+    # None unless the data record them (mixture partitions, fedem_synthetic)
 
 
 EXCHANGES = ("none", "average", "inbox", "combine")
@@ -69,11 +71,15 @@ class Needs(NamedTuple):
     ``relation``: the relation weights a_ij its inbox carries: ``"mixing"`` (the round's
     mixing weights W_ij), ``"uniform"`` (1 per edge), ``"similarity"`` (from data
     statistics) or ``"learned"`` (starts uniform; the algorithm re-estimates them).
+    ``components_known``: the number of latent components whose per-sample labels the
+    algorithm reads from the data (D-EM's oracle: M); 0 for none.  The config refuses
+    data that do not record that many.
     """
 
     exchange: str = "average"
     copies: int = 1
     relation: str | None = None
+    components_known: int = 0
 
 
 class Inbox(NamedTuple):
@@ -132,6 +138,7 @@ class AlgorithmSpec:
     keys: dict[str, Any] = field(default_factory=dict)
     doc: str = ""
     needs: Callable[[Mapping[str, Any]], Needs] = _default_needs
+    finetunes: bool = True  # its local update trains what ``score`` reads (finetune_epochs)
 
     def needs_for(self, config: Mapping[str, Any]) -> Needs:
         """The declared needs for a resolved ``[algorithm]`` section, checked."""

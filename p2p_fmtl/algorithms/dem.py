@@ -21,6 +21,54 @@ With M = 1 the E-step gives q = 1 and D-EM is D-SGD, using the very same random 
 in the same shuffled order each epoch, so each minibatch is gathered once and used by all
 components (about 2× faster on CPU); the reference shuffles independently for each
 component (``"independent"``).  Both are the same algorithm in distribution.
+
+**Breaking the symmetric start** (``warm_start``, for the node's first ``warm_rounds``
+local updates; default ``"none"``: EM from the first round, as the reference).  With
+``algorithm.init = "identical"`` every node starts from the same M components, which
+differ only by their random initialisation.  When the mixture's components share their
+inputs and differ in their labels (label permutations), no initial component fits one
+latent component better than another: q(m|s) ≈ 1/M for every sample, every component
+trains on every sample with about the same weight and learns the same blend of the
+labellings, and only the slow amplification of small random differences separates them
+(on digits, α = 0.5: for about 40 rounds; then latent components peel off one at a time,
+and a component that blends two labellings is a stable fixed point of EM).  A warm start
+replaces the M-step's weights q by hard ones (each sample trains one component) for the
+first rounds; the E-step still runs and updates π, so prediction and the later EM rounds
+are unchanged::
+
+    "random_node"        node i trains only component c_i, drawn uniformly once per node:
+                         the components' training sets differ by which nodes drew them,
+                         a node-level (so systematic) imbalance of the latent components
+                         that EM then amplifies (k-means started from a random partition);
+    "disjoint"           sample s trains only component c_{i,s}, drawn uniformly once per
+                         sample (M random disjoint subsets of each node's data);
+    "hard_node"          all of node i's samples train argmin_m Σ_s ℓ_{m,s}, redone each
+                         round (IFCA's choice; nodes with the same data choose the same
+                         component, but two latent components may choose the same one);
+    "hard_sample"        sample s trains argmax_m q(m|s) (classification EM);
+    "lloyd_node"         random_node in the first round, then hard_node (Lloyd's k-means
+                         iterations over nodes);
+    "lloyd_sample"       random_node in the first round, then hard_sample;
+    "stochastic_node"    node i's samples train one component drawn from
+                         p(m | the node's data) ∝ exp(−Σ_s ℓ_{m,s}), redrawn each round
+                         (stochastic EM for nodes of one component each);
+    "stochastic_sample"  sample s trains one component drawn from q(·|s), redrawn each
+                         round (stochastic EM, Celeux and Diebolt).
+
+The draws of ``random_node`` / ``disjoint`` come from the node's key of its first round
+(so nodes draw independently also with identical initial models) and stay fixed for the
+warm-up; a counter of the node's local updates (``step``) lives in the state.  What each
+start does on MNIST-1D and digits mixtures: ``experiments/dem_symmetric_start.py`` and
+its section of ``experiments/RESULTS.md``.
+
+**Oracle** (``responsibilities = "oracle"``): the true component of each training sample
+is known (``NodeData.component``, from mixture data), so q(m|s) = 1[m = c_s] and π_i =
+the node's empirical component fractions; everything else (M-step, gossip of the
+components, π-mixture prediction) is D-EM's.  It bounds what D-EM's estimated
+responsibilities can reach.  Latent component c is trained as component c, so it needs
+``components`` = the data's number of components; a sample of no component (``-1``:
+FedEM's reference synthetic data, a sample that kept the default label 0) trains no
+component and is left out of π.
 """
 
 from __future__ import annotations
@@ -30,6 +78,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ..errors import ConfigError
 from ..schema import Key
 from ..training import train_on_node
 from .base import Algorithm, AlgorithmSpec, Context, Needs
@@ -39,6 +88,22 @@ class DEMState(NamedTuple):
     params: object  # pytree, leaves (M, ...)
     opt_state: object  # optimizer state per component, leaves (M, ...)
     pi: jax.Array  # (M,) mixture weights on the simplex
+    step: jax.Array  # () int32: local updates the node has done (the warm start's clock)
+    warm_seed: jax.Array  # () int32: the node's warm-start draw (set at its first update)
+
+
+WARM_STARTS = (
+    "none",
+    "random_node",
+    "disjoint",
+    "hard_node",
+    "hard_sample",
+    "lloyd_node",
+    "lloyd_sample",
+    "stochastic_node",
+    "stochastic_sample",
+)
+WARM_SALT = 0x7761726D  # the warm-start draw: fold_in(the node's first round key, WARM_SALT)
 
 
 def component_keys(key, m: int):
@@ -56,11 +121,54 @@ def _log(pi):
     return jnp.log(jnp.maximum(pi, jnp.finfo(pi.dtype).tiny))
 
 
+def oracle_responsibilities(component, count, m: int):
+    """q(m|s) = 1[m = c_s] for real samples of a known component; π = their fractions.
+
+    ``component`` (S,) int, −1 for no component and padding; returns ``(q (M, S), π (M,))``.
+    """
+    real = jnp.arange(component.shape[0]) < count
+    q = jax.nn.one_hot(jnp.where(real, component, -1), m, axis=0)  # −1 → a zero column
+    return q, q.sum(axis=1) / jnp.maximum(q.sum(), 1.0)
+
+
+def warm_weights(kind: str, m: int, seed, first, q, losses, mask, rng_size: int, key=None):
+    """The M-step's hard weights (M, S) of a warm start (see the module docstring);
+    ``first``: whether this is the node's first local update; ``key``: this round's draws
+    (the stochastic starts)."""
+    size = mask.shape[0]
+    width = max(rng_size, size)  # draws at the largest node's size: padding does not matter
+    drawn = jnp.full((size,), jax.random.randint(jax.random.PRNGKey(seed), (), 0, m))
+    total = (losses * mask).sum(axis=1)
+    best_node = jnp.full((size,), jnp.argmin(total))
+    if kind == "random_node":
+        pick = drawn
+    elif kind == "disjoint":
+        pick = jax.random.randint(jax.random.PRNGKey(seed), (width,), 0, m)[:size]
+    elif kind == "hard_node":
+        pick = best_node
+    elif kind == "hard_sample":
+        pick = jnp.argmax(q, axis=0)
+    elif kind == "lloyd_node":
+        pick = jnp.where(first, drawn, best_node)
+    elif kind == "lloyd_sample":
+        pick = jnp.where(first, drawn, jnp.argmax(q, axis=0))
+    elif kind == "stochastic_node":  # a draw from p(m | all the node's data), one m per node
+        g = jax.random.gumbel(key, (m,))
+        pick = jnp.full((size,), jnp.argmax(-total + g))
+    else:  # stochastic_sample: a draw from q(· | s) per sample
+        g = jax.random.gumbel(key, (m, width))[:, :size]
+        pick = jnp.argmax(_log(q) + g, axis=0)
+    return jax.nn.one_hot(pick, m, axis=0) * mask[None, :]
+
+
 def build(ctx: Context) -> Algorithm:
     model, task, optimizer, work = ctx.model, ctx.task, ctx.optimizer, ctx.work
     m = ctx.config["components"]
     adapt_iters = ctx.config["adapt_iters"]
     batches = ctx.config["component_batches"]
+    oracle = ctx.config["responsibilities"] == "oracle"
+    warm, warm_rounds = ctx.config["warm_start"], ctx.config["warm_rounds"]
+    rng_size = work.rng_size if work is not None else 0
 
     def per_sample_loss(params, x, y):
         return task.loss(model.apply(params, x), y)
@@ -69,17 +177,46 @@ def build(ctx: Context) -> Algorithm:
         return jax.vmap(per_sample_loss, in_axes=(0, None, None))(params, x, y)  # (M, S)
 
     def e_and_pi_step(params, pi, x, y, count):
+        """The E-step and π's update; also the losses (M, S) and the real-row mask (S,)."""
         mask = (jnp.arange(x.shape[0]) < count).astype(jnp.float32)
-        q = responsibilities(_log(pi), component_losses(params, x, y), mask)
+        losses = component_losses(params, x, y)
+        q = responsibilities(_log(pi), losses, mask)
         new_pi = q.sum(axis=1) / jnp.maximum(count, 1)
-        return q, new_pi
+        return q, new_pi, losses, mask
+
+    def known_components(data):
+        if data.component is None:
+            raise ConfigError(
+                "algorithm.responsibilities: got 'oracle', but the data record no component "
+                "per training sample; allowed: 'estimated', or data that record them "
+                "(data.partition = 'mixture' of digits / mnist1d, or fedem_synthetic)"
+            )
+        return data.component
 
     def init(key, data):
+        if oracle:
+            known_components(data)
         params = jax.vmap(model.init)(component_keys(key, m))
-        return DEMState(params, jax.vmap(optimizer.init)(params), jnp.full((m,), 1.0 / m))
+        zero = jnp.zeros((), jnp.int32)
+        return DEMState(
+            params, jax.vmap(optimizer.init)(params), jnp.full((m,), 1.0 / m), zero, zero
+        )
 
     def local_update(state, data, key, lr, inbox=None):
-        q, pi = e_and_pi_step(state.params, state.pi, data.x_train, data.y_train, data.n_train)
+        seed = state.warm_seed
+        if oracle:
+            q, pi = oracle_responsibilities(known_components(data), data.n_train, m)
+        else:
+            q, pi, losses, mask = e_and_pi_step(
+                state.params, state.pi, data.x_train, data.y_train, data.n_train
+            )
+        if warm != "none":  # (never with the oracle: refused by ``needs``)
+            first = state.step == 0
+            draw = jax.random.randint(jax.random.fold_in(key, WARM_SALT), (), 0, 2**31 - 1)
+            seed = jnp.where(first, draw, state.warm_seed)
+            k_now = jax.random.fold_in(key, WARM_SALT + 1)
+            hard = warm_weights(warm, m, seed, first, q, losses, mask, rng_size, k_now)
+            q = jnp.where(state.step < warm_rounds, hard, q)
 
         def train_component(params, opt_state, weights, k):
             return train_on_node(
@@ -102,7 +239,7 @@ def build(ctx: Context) -> Algorithm:
             params, opt_state, losses = jax.vmap(train_component)(
                 state.params, state.opt_state, q, component_keys(key, m)
             )
-        return DEMState(params, opt_state, pi), jnp.sum(pi * losses)
+        return DEMState(params, opt_state, pi, state.step + 1, seed), jnp.sum(pi * losses)
 
     def mixture_probs(state, x):
         probs = jax.vmap(lambda p: task.probs(model.apply(p, x)))(state.params)  # (M, B, C)
@@ -117,7 +254,10 @@ def build(ctx: Context) -> Algorithm:
         return -ll
 
     def adapt(state, data):
-        """Fit π only, from uniform, with the (borrowed) components fixed."""
+        """Fit π only, from uniform, with the (borrowed) components fixed (the oracle: π =
+        the node's component fractions)."""
+        if oracle:
+            return state._replace(pi=oracle_responsibilities(data.component, data.n_train, m)[1])
         losses = component_losses(state.params, data.x_train, data.y_train)
         mask = (jnp.arange(losses.shape[1]) < data.n_train).astype(jnp.float32)
 
@@ -143,8 +283,19 @@ def build(ctx: Context) -> Algorithm:
 
 
 def needs(config) -> Needs:
-    """Gossip averaging of the M components; each node trains M copies of its model."""
-    return Needs(exchange="average", copies=config["components"])
+    """Gossip averaging of the M components; each node trains M copies of its model.
+
+    Refuses (when the config is loaded) a warm start for the oracle, which has no start
+    to warm."""
+    if config.get("responsibilities") == "oracle" and config.get("warm_start", "none") != "none":
+        raise ConfigError(
+            f"algorithm.warm_start: got {config['warm_start']!r}, but algorithm."
+            "responsibilities = 'oracle' knows every sample's component and has no start "
+            "to warm; allowed: 'none'"
+        )
+    oracle = config.get("responsibilities") == "oracle"
+    m = config["components"]
+    return Needs(exchange="average", copies=m, components_known=m if oracle else 0)
 
 
 SPEC = AlgorithmSpec(
@@ -158,6 +309,21 @@ SPEC = AlgorithmSpec(
             "str",
             choices=("shared", "independent"),
             help="all components use the node's epoch order, or each its own (the reference)",
+        ),
+        "warm_start": Key(
+            "none",
+            "str",
+            choices=WARM_STARTS,
+            help="hard M-step weights for the node's first warm_rounds local updates, to "
+            "break the symmetric start (none: EM from the start, as the reference)",
+        ),
+        "warm_rounds": Key(10, "int", lo=0, help="local updates a node's warm start lasts"),
+        "responsibilities": Key(
+            "estimated",
+            "str",
+            choices=("estimated", "oracle"),
+            help="E-step estimates, or each training sample's true component (needs data "
+            "that record them)",
         ),
     },
     doc=__doc__.splitlines()[0],

@@ -107,4 +107,5 @@ SPEC = AlgorithmSpec(
     },
     doc=__doc__.splitlines()[0],
     needs=needs,
+    finetunes=False,  # local work trains θ^loc; the score reads the propagated θ
 )

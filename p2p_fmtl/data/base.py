@@ -5,10 +5,17 @@ A :class:`FederatedDataset` is what every generator and loader returns: one
 the task type, and free-form metadata (true mixture weights, cluster labels, ...)
 that evaluation may use.  Packing into padded arrays with a leading node axis
 happens later, in :mod:`p2p_fmtl.data.packing`.
+
+Mixture data may also record the latent component of every training sample
+(``NodeDataset.component_train``); D-EM's oracle trains on it.  A generator declares
+that its data do so, for a given config, with a ``recorded_components(params) -> int``
+attribute (:func:`recorded_components`), so a config can be checked before any data
+are drawn.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,12 +26,18 @@ Task = Literal["binary", "multiclass", "regression"]
 
 @dataclass(frozen=True)
 class NodeDataset:
-    """One node's local data: features ``(n, ...)`` and labels ``(n,)``."""
+    """One node's local data: features ``(n, ...)`` and labels ``(n,)``.
+
+    ``component_train`` (optional, ``(n_train,)`` int): the latent mixture component that
+    generated each training sample, ``-1`` where none did (FedEM's reference synthetic
+    data: a sample that kept the default label 0); ``None`` when the data do not know.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    component_train: np.ndarray | None = None
 
     @property
     def n_train(self) -> int:
@@ -64,3 +77,15 @@ class FederatedDataset:
     @property
     def feature_shape(self) -> tuple[int, ...]:
         return tuple(self.nodes[0].x_train.shape[1:])
+
+
+def recorded_components(generator: Callable[..., Any] | None, params: Mapping[str, Any]) -> int:
+    """How many latent components ``generator(n, **params)`` records for its training
+    samples (``NodeDataset.component_train``, ids ``0 .. M-1``); 0 when it records none.
+
+    Declared by the generator itself, as an attribute ``recorded_components(params)``
+    (digits and MNIST-1D with ``partition = "mixture"``, FedEM's synthetic data), so a
+    config can be checked before any data are drawn; a generator without one records none.
+    """
+    rule = getattr(generator, "recorded_components", None)
+    return 0 if rule is None else int(rule(params))

@@ -15,7 +15,7 @@ import functools
 import numpy as np
 
 from p2p_fmtl.data.base import FederatedDataset
-from p2p_fmtl.data.partitions import federate
+from p2p_fmtl.data.partitions import federate, mixture_components
 
 __all__ = ["digits", "digits_pool"]
 
@@ -89,3 +89,6 @@ def digits(
         test_fraction=test_fraction,
         seed=seed,
     )
+
+
+digits.recorded_components = mixture_components  # mixture: known components

@@ -68,7 +68,9 @@ Metadata
 after the shuffle, the component whose classifier produced its label. With
 ``"corrected"`` this is the component that generated the sample. With ``"reference"``
 it is the last component that overwrote the sample's label, or ``-1`` if the sample
-kept the default label 0.
+kept the default label 0.  ``NodeDataset.component_train`` holds the training ids too
+(int32), for D-EM's oracle: it gives a ``-1`` sample to no component, since no
+component's classifier labelled it (its label is the reference's default 0).
 
 Confirmed against the reference source: all of the above. Unconfirmed: whether the
 legacy ``RandomState`` streams of the numpy installed here are bit-identical to those
@@ -264,7 +266,15 @@ def fedem_synthetic(
             rs, int(num_samples[i]), pi, theta, noise, corrected
         )
         x_te, y_te, c_te, k_te = _generate_split(rs, n_test, pi, theta, noise, corrected)
-        nodes.append(NodeDataset(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te))
+        nodes.append(
+            NodeDataset(
+                x_train=x_tr,
+                y_train=y_tr,
+                x_test=x_te,
+                y_test=y_te,
+                component_train=c_tr.astype(np.int32),
+            )
+        )
         comp_train.append(c_tr)
         comp_test.append(c_te)
         counts_train[i] = k_tr
@@ -293,3 +303,11 @@ def fedem_synthetic(
         },
     }
     return FederatedDataset(nodes=nodes, task="binary", num_classes=2, info=info)
+
+
+def _recorded_components(params) -> int:
+    """Every variant records each training sample's component (``-1``: none, see above)."""
+    return int(params["components"])
+
+
+fedem_synthetic.recorded_components = _recorded_components

@@ -26,7 +26,7 @@ import tempfile
 import numpy as np
 
 from p2p_fmtl.data.base import FederatedDataset
-from p2p_fmtl.data.partitions import check_int, federate
+from p2p_fmtl.data.partitions import check_int, federate, mixture_components
 
 __all__ = ["cache_dir", "mnist1d", "mnist1d_pool"]
 
@@ -152,3 +152,6 @@ def mnist1d(
         test_fraction=test_fraction,
         seed=seed,
     )
+
+
+mnist1d.recorded_components = mixture_components  # mixture: known components

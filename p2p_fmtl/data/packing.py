@@ -51,6 +51,9 @@ class Bucket(NamedTuple):
     n_test: np.ndarray  # (N_b,) int32
     size_fraction: np.ndarray  # (N_b,) float32: n_train / max n_train over the network
     chunk: int = 0  # nodes per chunk and device of local work (0: the whole bucket at once)
+    # (N_b, S_b) int32: each training sample's latent component, -1 for none and padding;
+    # None unless every node's data record them (NodeDataset.component_train)
+    component: np.ndarray | None = None
 
     @property
     def dummies(self) -> int:
@@ -76,7 +79,9 @@ class PackedData(NamedTuple):
     def nbytes(self) -> int:
         """Bytes of all packed arrays."""
         fields = ("x_train", "y_train", "n_train", "x_test", "y_test", "n_test", "size_fraction")
-        return int(sum(getattr(b, f).nbytes for b in self.buckets for f in fields))
+        fields += ("component",)
+        arrays = (getattr(b, f) for b in self.buckets for f in fields)
+        return int(sum(a.nbytes for a in arrays if a is not None))
 
     @property
     def dummy_nodes(self) -> int:
@@ -267,6 +272,7 @@ def pack(
     n_test = np.array([nd.n_test for nd in nodes], dtype=np.int32)
     frac = (n_train / max(int(n_train.max()), 1)).astype(np.float32)
     groups = plan_groups(n_train, batch_size, bucketing, max_buckets, rounds, copies)
+    known = all(nd.component_train is not None for nd in nodes)
     buckets = []
     for ids in groups:
         s = int(n_train[ids].max())
@@ -293,9 +299,18 @@ def pack(
                 n_test=_pad(n_test[ids], extra),
                 size_fraction=_pad(frac[ids], extra),
                 chunk=chunk,
+                component=_components([nodes[i] for i in ids], s, extra) if known else None,
             )
         )
     return PackedData(tuple(buckets), n_train, n_test, ds.feature_shape)
+
+
+def _components(nodes, width: int, extra: int) -> np.ndarray:
+    """The nodes' training-sample components ``(N_b + extra, width)`` int32, ``-1`` padded."""
+    out = np.full((len(nodes) + extra, width), -1, np.int32)
+    for i, nd in enumerate(nodes):
+        out[i, : nd.n_train] = nd.component_train
+    return out
 
 
 def _pad(a: np.ndarray, extra: int, value=0) -> np.ndarray:

@@ -75,6 +75,7 @@ __all__ = [
     "check_int",
     "check_real",
     "dirichlet_partition",
+    "mixture_components",
     "federate",
     "iid_partition",
     "make_components",
@@ -133,6 +134,13 @@ def check_choice(key: str, value: object, choices: tuple[str, ...]) -> str:
         allowed = ", ".join(repr(c) for c in choices)
         raise ConfigError(f"data.{key}: got {value!r}, expected one of {allowed}")
     return value
+
+
+def mixture_components(params) -> int:
+    """A pooled dataset's ``recorded_components`` rule: the ``"mixture"`` partition
+    records each sample's component, one of ``components``
+    (:func:`p2p_fmtl.data.base.recorded_components`)."""
+    return int(params["components"]) if params.get("partition") == "mixture" else 0
 
 
 # ------------------------------------------------------------------------ partitioners
@@ -372,7 +380,8 @@ def federate(
     the pool), ``"num_samples"`` (N,) training sizes, ``"label_counts"`` (N, C) training
     label counts, and for ``"mixture"`` ``"mixture_weights"`` (N, M), ``"components"``
     (names), ``"label_maps"``, ``"feature_perms"``, ``"flips"``, ``"train_component"`` /
-    ``"test_component"`` (per node, the component of each sample).
+    ``"test_component"`` (per node, the component of each sample); a ``"mixture"`` node's
+    ``NodeDataset.component_train`` also holds its training samples' components.
     """
     n_nodes = check_int("n_nodes", n_nodes, 1)
     partition_name = check_choice("partition", partition_name, PARTITIONS)
@@ -429,6 +438,7 @@ def federate(
                 y_train=ys[tr].astype(np.int32),
                 x_test=np.ascontiguousarray(xs[te], dtype=np.float32),
                 y_test=ys[te].astype(np.int32),
+                component_train=None if comp_of is None else comp_of[i][tr].astype(np.int32),
             )
         )
         train_index.append(idx[tr])
