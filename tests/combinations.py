@@ -71,9 +71,8 @@ def _algorithm_variants() -> dict[str, dict[str, Any]]:
 
 # variants that differ from another only in the relation weights their inbox carries: in
 # the full matrix, not in the suite's covering (graph_mtl/learned on 2 devices has a
-# regression test of its own), and D-EM's warm start, which exchanges as D-EM does (its
-# batched runs and resumes are checked in test_dem_init.py)
-FULL_ONLY = ("graph_mtl/learned", "propagation/graph", "dem/warm")
+# regression test of its own)
+FULL_ONLY = ("graph_mtl/learned", "propagation/graph")
 
 EXCHANGES: dict[str, dict[str, dict[str, Any]]] = {
     "sync": {},

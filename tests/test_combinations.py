@@ -51,13 +51,7 @@ def _jobs(accepted):
     # still meets every schedule, fault, cost model and mode itself.  One more axis:
     # fine-tuning before evaluation or not (only "" for algorithms that do not take it)
     cls = {a: M.exchange_class(a) for a in {c[0] for c in ci}}
-    # fine-tuning runs the algorithm's own local update: one fine-tuning variant per class
-    # of declared needs (the first that takes the key, in name order) keeps the suite short
-    first = {}
-    for a in sorted(cls):
-        if tune[a]:
-            first.setdefault(cls[a], a)
-    tuned = {a: ("", M.FINETUNE) if first.get(cls[a]) == a else ("",) for a in cls}
+    tuned = {a: ("", M.FINETUNE) if tune[a] else ("",) for a in cls}
     rows = [c + (m, cls[c[0]], t) for c in ci for m in modes for t in tuned[c[0]]]
     algorithm, exchange, klass = 0, 1, len(M.AXES) + 1
     chosen = M.covering(rows, skip={(algorithm, exchange), (algorithm, klass)})
