@@ -53,15 +53,61 @@ def _default_out(cfg, stem: str) -> Path:
     return Path("runs") / f"{stem}-{cfg['algorithm']['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _distributed(args) -> bool:
+    """Join a multi-process run (``--coordinator``, ``--num-processes``, ``--process-id``:
+    the arguments of ``jax.distributed.initialize``, called here before any other use of
+    JAX); return whether this process writes (process 0, or a single process)."""
+    given = [args.coordinator, args.num_processes, args.process_id]
+    if all(v is None for v in given):
+        return True
+    if any(v is None for v in given):
+        raise UserError(
+            "--coordinator, --num-processes, --process-id: give all three for a "
+            "multi-process run (e.g. --coordinator host0:1234 --num-processes 2 --process-id 0)"
+        )
+    host, _, port = args.coordinator.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(
+            f"--coordinator: got {args.coordinator!r}, expected HOST:PORT with a port in "
+            "1..65535 (e.g. host0:1234)"
+        )
+    if args.num_processes < 1:
+        raise UserError(f"--num-processes: got {args.num_processes}, expected at least 1")
+    if not 0 <= args.process_id < args.num_processes:
+        raise UserError(
+            f"--process-id: got {args.process_id}, expected 0..{args.num_processes - 1} "
+            f"(--num-processes {args.num_processes})"
+        )
+    import jax
+
+    jax.distributed.initialize(
+        coordinator_address=args.coordinator,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+    )
+    return args.process_id == 0
+
+
 def cmd_run(args) -> int:
-    from .runner import check_out, run
+    from .runner import check_out, lead_agrees, run
 
     if args.resume and args.out is None:
         raise UserError("--resume: needs --out DIR (the run directory to continue)")
+    lead = _distributed(args)
     cfg = _load_config(args.config, _overrides(args.set), args.unset)
     out = Path(args.out) if args.out is not None else _default_out(cfg, Path(args.config).stem)
     flags = {"resume": args.resume, "overwrite": args.overwrite}
-    plan = check_out(args.out if args.out is not None else out, **flags)  # before any work
+    plan, refused = None, None
+    try:
+        if lead:
+            plan = check_out(args.out if args.out is not None else out, **flags)  # before work
+    except UserError as e:
+        refused = e
+    if not lead_agrees(refused is None):  # across processes, all stop when process 0 does
+        raise refused or UserError("--out: refused by process 0 (see its error); stopping")
+    if not lead:  # processes 1..: the same run, but process 0 alone writes --out
+        run(cfg, quiet=True, out=out, **flags)
+        return 0
     if args.resume and not plan.resume:
         _note(f"no checkpoint of an unfinished run at --out {out}; starting at round 0")
     try:
@@ -518,6 +564,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         help="replace the complete run in --out (or start an unfinished one over)",
+    )
+    r.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="multi-process run: process 0's address (jax.distributed.initialize); "
+        "run.devices = all processes' devices, process 0 writes --out",
+    )
+    r.add_argument("--num-processes", type=int, metavar="P", help="multi-process run: P")
+    r.add_argument(
+        "--process-id", type=int, metavar="I", help="multi-process run: this process, 0..P-1"
     )
     r.set_defaults(func=cmd_run)
 

@@ -462,8 +462,13 @@ class Engine:
         """Per-node test score and train loss, consensus distance, unseen nodes' scores;
         with ``tune = (key, lr)`` (an engine with ``finetune``), the scores and losses of
         fine-tuned copies (:meth:`_finetune`)."""
-        out = self._call("eval", self._eval_impl, state, layout, active, borrow, tune)
+        out = self.evaluate_on_devices(state, layout, active, borrow, tune)
         return {k: np.asarray(v) for k, v in out.items()}
+
+    def evaluate_on_devices(self, state, layout, active, borrow=None, tune=None) -> dict:
+        """:meth:`evaluate`, its outputs left where the program put them (arrays split
+        across processes are gathered by the caller)."""
+        return self._call("eval", self._eval_impl, state, layout, active, borrow, tune)
 
     def evaluate_batch(self, state, layout, active, borrow, tune=None, *, shared_layout):
         """:meth:`evaluate` of B runs at once (leading run axis, as in run_chunk_batch)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
@@ -41,6 +42,58 @@ def _init_keys(key, n: int, mode: str):
     return jax.random.split(key, n)
 
 
+def multiprocess() -> bool:
+    """Whether this process is one of several of one run (``jax.distributed.initialize``
+    was called with ``num_processes`` > 1).  Asks JAX nothing before that, so a
+    single-process run can still choose its CPU devices."""
+    return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def lead_process() -> bool:
+    """Whether this process writes files: always, except in processes 1.. of a
+    multi-process run (process 0 writes the run directory and checkpoints)."""
+    return not multiprocess() or jax.process_index() == 0
+
+
+def to_host(tree):
+    """numpy copies of ``tree``'s leaves.  Across processes, arrays split over other
+    processes' devices are gathered from all of them: a collective, so every process
+    must call it, in the same order."""
+    if not multiprocess():
+        return jax.tree.map(np.asarray, tree)
+    from jax.experimental import multihost_utils
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    return jax.tree.map(one, tree)
+
+
+def lead_agrees(ok: bool) -> bool:
+    """Process 0's ``ok``, sent to every process of a multi-process run (a collective),
+    so that a check only process 0 makes (its ``--out``) stops all of them, not only it."""
+    if not multiprocess():
+        return ok
+    from jax.experimental.multihost_utils import broadcast_one_to_all
+
+    return bool(broadcast_one_to_all(np.int32(ok)))
+
+
+def _shared_checkpoint(plan: OutPlan | None) -> bytes | None:
+    """The checkpoint to resume from, as bytes: process 0's (only it has the run
+    directory), sent to every process of a multi-process run; None to start at round 0."""
+    data = plan.checkpoint.read_bytes() if plan is not None and plan.resume else b""
+    if multiprocess():
+        from jax.experimental.multihost_utils import broadcast_one_to_all
+
+        size = int(broadcast_one_to_all(np.int32(len(data))))
+        buf = np.frombuffer(data, np.uint8) if data else np.zeros(size, np.uint8)
+        data = np.asarray(broadcast_one_to_all(buf)).tobytes() if size else b""
+    return data or None
+
+
 def request_cpu_devices(k: int) -> None:
     """Ask JAX for ``k`` CPU devices (``jax_num_cpu_devices``) if it has not started yet
     and the process may use at least ``k`` cores.
@@ -53,6 +106,8 @@ def request_cpu_devices(k: int) -> None:
     (their devices come first).
     """
     if k <= 1 or k > usable_cpus() or jax.config.jax_num_cpu_devices >= k:
+        return
+    if jax.distributed.is_initialized():  # each process has its own devices (flags, config)
         return
     try:
         jax.config.update("jax_num_cpu_devices", k)
@@ -190,6 +245,12 @@ class Simulation:
                 "(on CPU, jax.config.update('jax_num_cpu_devices', K) right after importing "
                 "jax, or XLA_FLAGS=--xla_force_host_platform_device_count=K, gives K)"
             )
+        if multiprocess() and k != len(avail):  # every process holds a shard
+            raise ConfigError(
+                f"run.devices: got {k}, but the {jax.process_count()} processes have "
+                f"{len(avail)} devices together; across processes run.devices must be "
+                "their total"
+            )
         if n % k:
             raise ConfigError(f"run.devices: got {k}, but topology.n = {n} is not a multiple")
         mesh = Mesh(np.array(avail[:k]), ("nodes",))
@@ -271,7 +332,8 @@ class Simulation:
         )
         jax.block_until_ready(self.carry)
         seconds = time.perf_counter() - t0 - (self.engine.compile_seconds - c0)
-        self._account(rounds, np.asarray(finite), np.asarray(msgs), float(secs), seconds)
+        finite, msgs, secs = to_host((finite, msgs, secs))
+        self._account(rounds, finite, msgs, float(secs), seconds)
         return seconds
 
     def _account(self, rounds: int, finite, msgs, sim_seconds: float, seconds: float) -> None:
@@ -281,13 +343,17 @@ class Simulation:
         self.msgs_sent += msgs.astype(np.int64)
         self.sim_time += sim_seconds
         if self.carry.work is not None:  # samples each node processed in these rounds
-            self.work_samples += float(np.asarray(self.carry.work, np.float64).sum())
+            self.work_samples += float(to_host(self.carry.work).astype(np.float64).sum())
         self.round += rounds
         self.train_seconds += seconds
 
     def evaluate(self) -> dict[str, Any]:
         """Evaluate now; append and return one metrics row."""
-        ev = self.engine.evaluate(self.state, self.layout, self.active, self.borrow, self.tuning())
+        args = self.state, self.layout, self.active, self.borrow, self.tuning()
+        if multiprocess():  # the engine's numpy copies need every process's shard
+            ev = to_host(self.engine.evaluate_on_devices(*args))
+        else:
+            ev = self.engine.evaluate(*args)
         return self.record(ev)
 
     def tuning(self):
@@ -374,11 +440,16 @@ class Simulation:
         return out
 
     # ------------------------------------------------------------------ checkpoints
-    def checkpoint(self, path: Path) -> None:
+    def checkpoint(self, path: Path | None) -> None:
         """Write the carried state (model state, PRNG key, churn timers, the exchange's
-        state), round, ledger and history to ``path`` atomically (temp + rename)."""
-        leaves = jax.tree.leaves(self.carry)
-        arrays = {f"leaf{i}": np.asarray(x) for i, x in enumerate(leaves)}
+        state), round, ledger and history to ``path`` atomically (temp + rename).  Across
+        processes every process calls it (the state is gathered) and process 0 writes;
+        ``path`` None gathers without writing."""
+        leaves = to_host(jax.tree.leaves(self.carry))
+        fingerprint = self.fingerprint()
+        if path is None or not lead_process():
+            return
+        arrays = {f"leaf{i}": x for i, x in enumerate(leaves)}
         arrays["msgs_sent"] = self.msgs_sent
         meta = {
             "round": self.round,
@@ -388,7 +459,7 @@ class Simulation:
             "sim_time": self.sim_time,
             "work_samples": self.work_samples,
             "config": self.cfg.to_toml(),
-            "fingerprint": self.fingerprint(),
+            "fingerprint": fingerprint,
             "leaves": len(leaves),
         }
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -401,10 +472,11 @@ class Simulation:
         finally:  # an exception or Ctrl-C while writing leaves no temporary file
             tmp.unlink(missing_ok=True)
 
-    def restore(self, path: Path) -> None:
-        """Continue from a checkpoint of the same config; refuse corrupt or foreign ones."""
+    def restore(self, path: Path, data: bytes | None = None) -> None:
+        """Continue from a checkpoint of the same config; refuse corrupt or foreign ones.
+        ``data``: the checkpoint file's bytes (sent by process 0), read instead of ``path``."""
         try:
-            with np.load(path) as z:
+            with np.load(path if data is None else io.BytesIO(data)) as z:
                 meta = json.loads(bytes(z["meta"]).decode())
                 stored = [z[f"leaf{i}"] for i in range(meta["leaves"])]
                 msgs_sent = z["msgs_sent"]
@@ -449,7 +521,7 @@ class Simulation:
             arrays = [net.mixing.senders, net.mixing.receivers, net.mixing.weights, self.holdout]
             fields = ("nodes", "x_train", "y_train", "n_train", "x_test", "y_test", "n_test")
             for b in () if self.packed is None else self.packed.buckets:
-                arrays += [getattr(b, f) for f in fields]
+                arrays += to_host([getattr(b, f) for f in fields])
             h = hashlib.blake2b(digest_size=16)
             for a in arrays:
                 a = np.ascontiguousarray(np.asarray(a))
@@ -586,9 +658,9 @@ class Simulation:
                 head["name"]: self.head_metric(h) for h, head in enumerate(self.task.heads)
             }
         alg = self.alg
-        params = flatten_params((alg.params or alg.shared)(self.state))
+        params = flatten_params(to_host((alg.params or alg.shared)(self.state)))
         if alg.extras is not None:
-            params.update({k: np.asarray(v) for k, v in alg.extras(self.state).items()})
+            params.update({k: to_host(v) for k, v in alg.extras(self.state).items()})
         result = RunResult(cfg, self.history, nodes, summary, params, state=self.state)
         result.dataset_info = self.dataset_info  # type: ignore[attr-defined]
         return result
@@ -603,7 +675,7 @@ def _diverged(sim: Simulation, plan: OutPlan | None, why: tuple[str, str]) -> No
     what, error = why
     result = sim.result()
     result.summary.update(status="incomplete", error=error)
-    if plan is not None:
+    if plan is not None and lead_process():
         result.save(plan.path, overwrite=plan.overwrite)
     hint = "try a smaller algorithm.lr" if sim.spec.trains else "check the mixing weights"
     raise DivergenceError(
@@ -717,11 +789,30 @@ def run(
 
     A run that diverges (:meth:`Simulation.divergence`) writes its partial results
     (status "incomplete") and raises :class:`~p2p_fmtl.errors.DivergenceError`.
+
+    Across processes (``jax.distributed.initialize`` called first, the same call in
+    every process) each process runs this with the same arguments; process 0 alone
+    checks and writes ``out`` and its checkpoints, and sends its checkpoint to the
+    others on ``resume``.
     """
-    plan = None if out is None else check_out(out, resume=resume, overwrite=overwrite)
+    lead, plan, refused = lead_process(), None, None
+    try:
+        if out is not None and lead:
+            plan = check_out(out, resume=resume, overwrite=overwrite)
+    except UserError as e:
+        refused = e
+    if not lead_agrees(refused is None):  # across processes, all stop when process 0 does
+        raise refused or UserError("--out: refused by process 0 (see its error); stopping")
     sim = Simulation(config, graph=graph, mixing=mixing)
     every = sim.cfg["run"]["eval_every"]
-    if plan is not None and plan.resume:
+    if multiprocess():
+        data = _shared_checkpoint(plan)
+        if data is not None:
+            where = plan.checkpoint if plan is not None else Path("process 0's checkpoint")
+            sim.restore(where, data)
+        else:
+            sim.evaluate()
+    elif plan is not None and plan.resume:
         sim.restore(plan.checkpoint)
     else:
         sim.evaluate()
@@ -729,7 +820,7 @@ def run(
         total=sim.rounds,
         initial=sim.round,
         desc=sim.alg.name,
-        disable=quiet,
+        disable=quiet or not lead,
         unit="round",
         leave=False,
     )
@@ -742,8 +833,8 @@ def run(
             if why is not None:
                 bar.close()
                 _diverged(sim, plan, why)
-            if plan is not None and sim.round < sim.rounds:
-                sim.checkpoint(plan.checkpoint)
+            if out is not None and sim.round < sim.rounds:
+                sim.checkpoint(plan.checkpoint if lead else None)
             bar.update(length)
             shown = {k[5:]: f"{v:.4f}" for k, v in row.items() if _headline(k)}
             if shown:
