@@ -259,7 +259,10 @@ def _given(cfg: Config, graph, mixing) -> tuple[Config, Any, list | None, np.nda
                 UserWarning,
                 stacklevel=3,
             )
-        labels = [G.nodes[i]["label"] for i in range(n)]
+        if isinstance(G, topologies.EdgeGraph):  # numbered 0..n-1, no labels kept
+            labels = list(range(n))
+        else:
+            labels = [G.nodes[i]["label"] for i in range(n)]
         topo = {k: v for k, v in topo.items() if k in TOPOLOGY_KEYS}  # no builder keys
         topo.update(name=GIVEN, n=n)
     if isinstance(mixing, str):  # a rule's name
@@ -298,7 +301,7 @@ def _check_given_matrix(cfg: Config) -> None:
 def _check_outputs(cfg: Config, model, task: Task, ds) -> None:
     """The model's outputs for one sample have the shape the task reads: ``(classes,)``
     (or ``(1,)``), or ``(positions, vocab)`` for next-token data."""
-    nd = ds.nodes[0]
+    nd = ds.first
     x = jax.ShapeDtypeStruct((1, *ds.feature_shape), nd.x_train.dtype)
     name = cfg["model"]["name"]
     field = "model.module" if name in ("flax", "equinox") else "model.name"
@@ -369,7 +372,7 @@ def assemble(cfg: Config, *, graph=None, mixing=None) -> Parts:
         _check_outputs(cfg, model, task, ds)
         holdout = holdout_mask(cfg["data"]["holdout_nodes"], n, run_cfg["seed"])
         groups = plan_groups(
-            np.array([nd.n_train for nd in ds.nodes]),
+            ds.n_train,
             alg_cfg.get("batch_size"),
             cfg["data"]["bucketing"],
             cfg["data"]["max_buckets"],
@@ -384,13 +387,13 @@ def assemble(cfg: Config, *, graph=None, mixing=None) -> Parts:
                 "the frozen base; allowed: 0"
             )
         optimizer = make_optimizer(alg_cfg)
-    degrees = [d for _, d in G.degree()]
+    degrees = topologies.degrees(G)
     memory.check(
         memory.estimate_parts(
             cfg,
             n=n,
             edges=G.number_of_edges(),
-            max_degree=max(degrees, default=0),
+            max_degree=int(degrees.max(initial=0)),
             ds=ds,
             groups=groups,
             model=model,
@@ -411,6 +414,7 @@ def assemble(cfg: Config, *, graph=None, mixing=None) -> Parts:
             chunk_bytes=chunk_bytes,
             node_chunk=node_chunk,
             devices=run_cfg["devices"],
+            storage=cfg["data"]["storage"],
         )
     if spec.trains:
         rng_size = int(packed.n_train.max()) if packed is not None else 0

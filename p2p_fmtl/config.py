@@ -129,6 +129,13 @@ def _section_schema(section: str, name: str | None) -> dict[str, Key]:
                 help="group nodes by batches per epoch and pad within groups, or pad all",
             ),
             "max_buckets": Key(8, "int", lo=1, help="at most this many buckets"),
+            "storage": Key(
+                "float32",
+                "str",
+                choices=("float32", "bfloat16", "float16"),
+                help="dtype the float features are stored in (16 bits: half the memory and "
+                "bytes per round; models compute in float32)",
+            ),
         },
         "model": MODEL_KEYS,
         "algorithm": {"name": Key(DEFAULT_ALGORITHM, "str")},

@@ -50,6 +50,11 @@ WARN_FRACTION = 0.7
 # its neighbour tables and the process's candidate edges; a node's dicts and rows
 EDGE_BYTES = 300
 NODE_BYTES = 1500
+# a graph built as numpy edge arrays (topologies.EdgeGraph: the large rings, tori, grids
+# and random regular graphs): the arrays and the network's tables, no adjacency dicts
+ARRAY_EDGE_BYTES = 120
+ARRAY_NODE_BYTES = 100
+ARRAY_BUILDERS = ("ring", "torus", "grid", "random_regular")
 DENSE_LIMIT = 2000  # network.DENSE_CHECK_LIMIT: a dense float64 W is validated up to here
 # models: live copies of the per-node parameters (carry, gradients, update, mixing output,
 # evaluation) and of each optimizer state element
@@ -189,7 +194,12 @@ def graph_bytes(cfg, n: int, edges: float, max_degree: float | None = None) -> f
     topo = cfg["topology"]
     deg = 2 * edges / max(n, 1) if max_degree is None else max_degree
     table = n * 2 ** math.ceil(math.log2(max(deg + 1, 1))) * 24  # neighbour tables
-    out = edges * EDGE_BYTES + n * NODE_BYTES + table
+    from topologies.generators import LARGE_GRAPH_NODES
+
+    if n >= LARGE_GRAPH_NODES and topo.get("name") in ARRAY_BUILDERS:
+        out = edges * ARRAY_EDGE_BYTES + n * ARRAY_NODE_BYTES + table
+    else:
+        out = edges * EDGE_BYTES + n * NODE_BYTES + table
     nnz = 2 * edges + n
     dense = topo["operator"] == "dense" or (
         topo["operator"] == "auto" and (n <= 256 or nnz * 8 >= n * n)
@@ -256,7 +266,12 @@ def config_data_bytes(cfg, n: int) -> tuple[float, str]:
     keys = ", ".join(["topology.n", *(f"data.{k}" for k in sizes if k in d)])
     rows = row = 0.0  # samples (train + test) and bytes per sample
     extra = 0.0  # the generator's own arrays
+    copies = 2.5  # the data set and its packed copy with padding
     if name == "fedem_synthetic":
+        from .data.fedem_synthetic import STREAM_FROM
+
+        if n >= STREAM_FROM:  # generated while packed: the packed copy only
+            copies = 1.5
         train = _lognormal_capped_mean(4, 2, d["min_samples"], d["max_samples"])
         rows, row = n * (train + d["n_test"]), 4.0 * (d["dim"] + 1)
         extra = 8.0 * 2 * max(d["max_samples"], d["n_test"]) * d["dim"]  # one node, float64
@@ -280,26 +295,26 @@ def config_data_bytes(cfg, n: int) -> tuple[float, str]:
     elif name == "leaf":
         return LEAF_JSON_FACTOR * _leaf_bytes(d["path"]), f"the JSON files in {d['path']!r}"
     why = f"~{rows:.3g} samples of {row / 4:.3g} values ({keys})"
-    return 2.5 * rows * row + extra, why  # the data set, its packed copy with padding
+    return copies * rows * row + extra, why
 
 
 def dataset_bytes(ds) -> float:
-    """Bytes of a loaded data set's arrays."""
+    """Bytes of a loaded data set's arrays (a streamed one holds one node at a time)."""
+    nodes = [ds.first] if ds.streamed else ds.nodes
     return float(
         sum(
             nd.x_train.nbytes + nd.y_train.nbytes + nd.x_test.nbytes + nd.y_test.nbytes
-            for nd in ds.nodes
+            for nd in nodes
         )
     )
 
 
 def packed_bytes(ds, groups: list[np.ndarray]) -> float:
     """Bytes of the packed buckets (float32 / int32 values) for the node groups."""
-    nd0 = ds.nodes[0]
+    nd0 = ds.first
     x_row = 4.0 * max(int(np.prod(nd0.x_train.shape[1:])), 1)
     y_row = 4.0 * max(int(np.prod(nd0.y_train.shape[1:])), 1)
-    n_train = np.array([nd.n_train for nd in ds.nodes])
-    n_test = np.array([nd.n_test for nd in ds.nodes])
+    n_train, n_test = ds.n_train, ds.n_test
     rows = sum(len(g) * (int(n_train[g].max()) + max(int(n_test[g].max()), 1)) for g in groups)
     return rows * (x_row + y_row)
 
@@ -390,9 +405,8 @@ def estimate_parts(
         return est
     p = param_count(model)
     k = optimizer_state_ratio(optimizer) if optimizer is not None else 0.0
-    largest, total = activation_elems(model, ds.feature_shape, ds.nodes[0].x_train.dtype)
-    n_train = np.array([nd.n_train for nd in ds.nodes])
-    n_test = np.array([nd.n_test for nd in ds.nodes])
+    largest, total = activation_elems(model, ds.feature_shape, ds.first.x_train.dtype)
+    n_train, n_test = ds.n_train, ds.n_test
     rows = sum(len(g) * (int(n_train[g].max()) + int(n_test[g].max())) for g in groups)
     batch = min(cfg["algorithm"].get("batch_size") or int(n_train.max()), int(n_train.max()))
     evaluation = ACT_COPIES * rows * largest  # every sample at once, layer by layer

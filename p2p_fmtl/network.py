@@ -88,10 +88,11 @@ def holdout_mask(value: Any, n: int, seed: int) -> np.ndarray:
 
 def training_edges(G: nx.Graph, holdout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both directions ``(i, j)`` of every edge between training nodes, sorted by (i, j)."""
-    e = np.asarray(list(G.edges()), dtype=np.int64).reshape(-1, 2)
-    e = e[~holdout[e[:, 0]] & ~holdout[e[:, 1]]]
-    i = np.concatenate([e[:, 0], e[:, 1]])
-    j = np.concatenate([e[:, 1], e[:, 0]])
+    u, v = topologies.edge_array(G)
+    keep = ~holdout[u] & ~holdout[v]
+    u, v = u[keep], v[keep]
+    i = np.concatenate([u, v])
+    j = np.concatenate([v, u])
     order = np.lexsort((j, i))
     return i[order], j[order]
 
@@ -190,8 +191,8 @@ def build_network(
         return Network(G, holdout, mixing, degree, src, dst, None)
 
     if holdout.any():
-        H = nx.convert_node_labels_to_integers(G.subgraph(train.tolist()), ordering="sorted")
-        if not nx.is_connected(H):
+        H = topologies.induced_subgraph(G, train)
+        if not topologies.is_connected(H):
             raise ConfigError(
                 f"data.holdout_nodes: holding out nodes {np.flatnonzero(holdout).tolist()} "
                 "disconnects the training graph; hold out other nodes or use a denser graph"
@@ -220,9 +221,9 @@ def borrow_edges(net: Network) -> Edges:
     """Held-out node i borrows the plain average over its training neighbours."""
     held = np.flatnonzero(net.holdout)
     G, holdout = net.graph, net.holdout
-    e = np.asarray(list(G.edges()), dtype=np.int64).reshape(-1, 2)
-    i = np.concatenate([e[:, 0], e[:, 1]])
-    j = np.concatenate([e[:, 1], e[:, 0]])
+    u, v = topologies.edge_array(G)
+    i = np.concatenate([u, v])
+    j = np.concatenate([v, u])
     keep = holdout[i] & ~holdout[j]
     i, j = i[keep], j[keep]
     counts = np.bincount(i, minlength=net.n)
@@ -281,7 +282,9 @@ def schedule_graphs(cfg, n: int) -> list[nx.Graph]:
             raise ConfigError(
                 f"topology.graphs: {entry!r} has {G.number_of_nodes()} nodes, expected {n}"
             )
-        out.append(nx.convert_node_labels_to_integers(G, ordering="sorted"))
+        if not isinstance(G, topologies.EdgeGraph):  # (an EdgeGraph is numbered 0..n-1)
+            G = nx.convert_node_labels_to_integers(G, ordering="sorted")
+        out.append(G)
     return out
 
 

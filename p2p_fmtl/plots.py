@@ -660,6 +660,8 @@ def _topology(runs: list[Run], notes: list[str], aggregate: bool):
     import networkx as nx
     from matplotlib import patheffects
 
+    import topologies
+
     from .sweep import graph_fingerprint
 
     metric = None
@@ -717,6 +719,7 @@ def _topology(runs: list[Run], notes: list[str], aggregate: bool):
     mappable = None
     shared = False
     for ax, (G, group), v in zip(axes.flat, graphs, vals, strict=False):
+        G = topologies.as_networkx(G)
         r = group[0]
         n = G.number_of_nodes()
         name = r.summary.get("topology") or r.config.get("topology", {}).get("name")

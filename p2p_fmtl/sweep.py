@@ -124,7 +124,9 @@ _ID_TEXT_MAX = 96
 def _is_graph(v: Any) -> bool:
     import networkx as nx
 
-    return isinstance(v, nx.Graph)
+    import topologies
+
+    return isinstance(v, nx.Graph | topologies.EdgeGraph)
 
 
 def _flatten(

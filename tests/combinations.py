@@ -104,6 +104,7 @@ FAULTS: dict[str, dict[str, Any]] = {
 COSTS: dict[str, dict[str, Any]] = {"off": {}, "on": {"enabled": True, "latency_s": 0.001}}
 MODES = ("single", "batched", "devices")
 FINETUNE = "+finetune"  # a mode's suffix: the case with algorithm.finetune_epochs = 1
+STORAGE16 = "+bf16"  # a mode's suffix: the case with data.storage = "bfloat16"
 AXES = ("algorithm", "exchange", "schedule", "fault", "cost")
 
 
@@ -114,6 +115,20 @@ def all_cases() -> list[tuple[str, ...]]:
 
 def case_id(case) -> str:
     return "|".join(case)
+
+
+def trains(alg_name: str) -> bool:
+    """Whether an algorithm variant does local work (the cost model charges compute)."""
+    from p2p_fmtl.algorithms import ALGORITHMS
+
+    return ALGORITHMS[_algorithm_variants()[alg_name]["name"]].trains
+
+
+def uses_data(alg_name: str) -> bool:
+    """Whether an algorithm variant reads node data (so ``data.storage`` applies)."""
+    from p2p_fmtl.algorithms import ALGORITHMS
+
+    return ALGORITHMS[_algorithm_variants()[alg_name]["name"]].uses_data
 
 
 def finetunes(alg_name: str) -> bool:
@@ -128,8 +143,11 @@ def finetunes(alg_name: str) -> bool:
     return True
 
 
-def case_config(case, seed: int = 0, devices: int = 1, finetune: int = 0) -> dict[str, Any]:
-    """The raw config of a case (``finetune``: algorithm.finetune_epochs, when not 0)."""
+def case_config(
+    case, seed: int = 0, devices: int = 1, finetune: int = 0, storage: str = "float32"
+) -> dict[str, Any]:
+    """The raw config of a case (``finetune``: algorithm.finetune_epochs, when not 0;
+    ``storage``: data.storage, for algorithms that use data)."""
     from p2p_fmtl.algorithms import ALGORITHMS
 
     alg_name, ex, sched, fault, cost = case
@@ -149,7 +167,7 @@ def case_config(case, seed: int = 0, devices: int = 1, finetune: int = 0) -> dic
         "cost": dict(COSTS[cost]),
     }
     if spec.uses_data:
-        cfg["data"] = {"name": "fedem_synthetic", "dim": 4, "n_test": 8}
+        cfg["data"] = {"name": "fedem_synthetic", "dim": 4, "n_test": 8, "storage": storage}
     for section, keys in EXCHANGES[ex].items():
         cfg.setdefault(section, {}).update(keys)
     return cfg
@@ -373,10 +391,10 @@ def _loss_diff(a, b) -> float:
 _CACHE: dict[str, Any] = {}
 
 
-def _cached_params(case) -> dict[str, np.ndarray]:
-    key = case_id(case)
+def _cached_params(case, storage: str = "float32") -> dict[str, np.ndarray]:
+    key = case_id(case) + storage
     if key not in _CACHE:
-        _, res, _ = _run(load(case_config(case)))
+        _, res, _ = _run(load(case_config(case, storage=storage)))
         _CACHE[key] = res.params
     return _CACHE[key]
 
@@ -399,15 +417,16 @@ def run_case(case, mode: str, changes: bool = True) -> dict[str, Any]:
     why = refusal(case)
     if why is not None:
         return {**out, "status": "refused", "message": why}
-    tune = int(mode.endswith(FINETUNE))
-    cfg = load(case_config(case, finetune=tune))
+    tune = int(FINETUNE in mode)
+    store = "bfloat16" if STORAGE16 in mode else "float32"
+    cfg = load(case_config(case, finetune=tune, storage=store))
     sim, res, x0 = _run(cfg)
     out["status"] = "ok"
     out["exchange"] = sim.exchange.name
 
     # (c) on 2 devices against 1 device
     if "devices" in mode:
-        sim2, res2, _ = _run(load(case_config(case, devices=2, finetune=tune)))
+        sim2, res2, _ = _run(load(case_config(case, devices=2, finetune=tune, storage=store)))
         out["devices"] = {
             "params_diff": _params_diff(res.params, res2.params),
             "loss_diff": _loss_diff(res, res2),
@@ -463,15 +482,15 @@ def run_case(case, mode: str, changes: bool = True) -> dict[str, Any]:
         pass
     elif fault != "none":
         off = (alg_name, ex, sched, "none", cost)
-        found[f"faults:{fault}"] = _params_diff(res.params, _cached_params(off))
+        found[f"faults:{fault}"] = _params_diff(res.params, _cached_params(off, store))
     if changes and ex not in ("sync", "pairwise"):
         off = (alg_name, "sync", sched, fault, cost)
         if refusal(off) is None:
-            found[f"exchange:{ex}"] = _params_diff(res.params, _cached_params(off))
+            found[f"exchange:{ex}"] = _params_diff(res.params, _cached_params(off, store))
 
     # (b) batched (this case and another seed) against the run alone
     if "batched" in mode:
-        other = load(case_config(case, seed=1, finetune=tune))
+        other = load(case_config(case, seed=1, finetune=tune, storage=store))
         batch = run_batch([cfg, other])
         b0 = batch[0]
         out["batched"] = {

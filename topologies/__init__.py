@@ -4,16 +4,32 @@ Pure networkx + numpy + scipy; the fastest-mixing (``fmmc``) rules use the
 first-order solver of :mod:`topologies.fmmc`, with cvxpy an optional exact check
 (``solver="cvxpy"``).  This package never imports jax or :mod:`p2p_fmtl`.
 
+Graphs are ``networkx.Graph`` objects, except that from :data:`LARGE_GRAPH_NODES`
+nodes on ``ring``, ``torus``, ``grid`` and ``random_regular`` build an
+:class:`EdgeGraph` (numpy edge arrays, no networkx object); every function here
+takes either, and :func:`edge_array`, :func:`degrees`, :func:`is_connected`,
+:func:`induced_subgraph` and :func:`as_networkx` work on both.
+
 >>> from topologies import build, mixing_matrix, spectral_gap
 >>> G = build("ring", 8)
 >>> round(spectral_gap(mixing_matrix(G, "metropolis")), 5)
 0.19526
 """
 
+from .edgegraph import (
+    EdgeGraph,
+    as_networkx,
+    degrees,
+    edge_array,
+    induced_subgraph,
+    is_connected,
+    number_connected_components,
+)
 from .errors import TopologyError
 from .fmmc import FMMCReport
 from .generators import (
     BUILDERS,
+    LARGE_GRAPH_NODES,
     barabasi_albert,
     build,
     builder_params,
@@ -38,14 +54,19 @@ from .spectral import describe, mixing_time, second_largest_eigenvalue_modulus, 
 
 __all__ = [
     "BUILDERS",
+    "EdgeGraph",
     "FMMCReport",
+    "LARGE_GRAPH_NODES",
     "MIXING_RULES",
     "TopologyError",
+    "as_networkx",
     "barabasi_albert",
     "build",
     "builder_params",
     "complete",
+    "degrees",
     "describe",
+    "edge_array",
     "edgelist",
     "erdos_renyi",
     "exponential",
@@ -53,6 +74,9 @@ __all__ = [
     "from_graph",
     "grid",
     "hypercube",
+    "induced_subgraph",
+    "is_connected",
+    "number_connected_components",
     "planted_partition",
     "mixing_edges",
     "mixing_matrix",

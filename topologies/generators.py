@@ -2,7 +2,11 @@
 
 Every builder has the signature ``f(n, *, <params>, seed=None) -> nx.Graph``
 and returns an undirected simple graph whose nodes are the integers
-``0 .. n-1`` (in that order), without self-loops, and connected.  A builder
+``0 .. n-1`` (in that order), without self-loops, and connected.  From
+:data:`LARGE_GRAPH_NODES` nodes on, ``ring``, ``torus``, ``grid`` and
+``random_regular`` return a :class:`~topologies.edgegraph.EdgeGraph` instead (the
+same kind of graph as numpy edge arrays, built without networkx): a networkx graph
+of ``10^6`` nodes takes gigabytes and minutes.  A builder
 that cannot produce a connected graph raises :class:`TopologyError`.
 Deterministic builders accept ``seed`` too and ignore it, so that all
 builders can be called the same way through :func:`build`.
@@ -22,10 +26,12 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from .edgegraph import EdgeGraph, is_connected, number_connected_components
 from .errors import TopologyError, fmt, unknown_key, unknown_name
 
 __all__ = [
     "BUILDERS",
+    "LARGE_GRAPH_NODES",
     "barabasi_albert",
     "build",
     "builder_params",
@@ -45,6 +51,11 @@ __all__ = [
     "torus",
     "two_cliques",
 ]
+
+LARGE_GRAPH_NODES = 100_000
+"""From this many nodes on, ``ring``, ``torus``, ``grid`` and ``random_regular`` return an
+:class:`~topologies.edgegraph.EdgeGraph` built with numpy (below it, the networkx graphs,
+unchanged)."""
 
 # --------------------------------------------------------------------------------------
 # Validation helpers (shared by the builders and by `build`)
@@ -141,6 +152,14 @@ def _finish(G: nx.Graph, name: str) -> nx.Graph:
     return H
 
 
+def _finish_edges(G: EdgeGraph) -> EdgeGraph:
+    """Return ``G`` if it is connected, else raise :class:`TopologyError` (as :func:`_finish`)."""
+    k = number_connected_components(G)
+    if k != 1:
+        raise TopologyError(f"topology: {G.name} is disconnected ({k} components)")
+    return G
+
+
 def _factor(n: int, rows: object, name: str) -> tuple[int, int]:
     """Pick ``rows x cols = n`` with both sides >= 2 (largest rows <= sqrt(n) by default)."""
     if rows is None:
@@ -168,7 +187,7 @@ def _factor(n: int, rows: object, name: str) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------
 
 
-def ring(n: int, *, seed: int | None = None) -> nx.Graph:
+def ring(n: int, *, seed: int | None = None) -> nx.Graph | EdgeGraph:
     """Return the ring (cycle) on ``n`` nodes: ``i ~ (i + 1) mod n``.
 
     Parameters
@@ -181,8 +200,10 @@ def ring(n: int, *, seed: int | None = None) -> nx.Graph:
 
     Returns
     -------
-    networkx.Graph
-        The 2-regular cycle ``C_n`` on nodes ``0 .. n-1`` (1-regular for ``n = 2``).
+    networkx.Graph or EdgeGraph
+        The 2-regular cycle ``C_n`` on nodes ``0 .. n-1`` (1-regular for ``n = 2``);
+        an :class:`~topologies.edgegraph.EdgeGraph` with the same edges when
+        ``n >= LARGE_GRAPH_NODES``.
 
     Notes
     -----
@@ -196,17 +217,29 @@ def ring(n: int, *, seed: int | None = None) -> nx.Graph:
     """
     n = _check_n(n, "ring")
     _check_seed(seed)
+    if n >= LARGE_GRAPH_NODES:
+        nodes = np.arange(n, dtype=np.int64)
+        return _finish_edges(EdgeGraph(n, nodes, (nodes + 1) % n, name=f"ring(n={n})"))
     return _finish(nx.cycle_graph(n), f"ring(n={n})")
 
 
-def _lattice(n: int, rows: int | None, periodic: bool, name: str) -> nx.Graph:
+def _lattice(n: int, rows: int | None, periodic: bool, name: str) -> nx.Graph | EdgeGraph:
     r, c = _factor(n, rows, name)
+    if n >= LARGE_GRAPH_NODES:
+        idx = np.arange(n, dtype=np.int64).reshape(r, c)  # node (i, j) is i * c + j
+        us, vs = [idx[:, :-1], idx[:-1, :]], [idx[:, 1:], idx[1:, :]]
+        if periodic:  # a side of length 2 repeats an edge, which EdgeGraph keeps once
+            us += [idx[:, -1], idx[-1, :]]
+            vs += [idx[:, 0], idx[0, :]]
+        u = np.concatenate([a.ravel() for a in us])
+        v = np.concatenate([b.ravel() for b in vs])
+        return _finish_edges(EdgeGraph(n, u, v, name=f"{name}(n={n}, rows={r}, cols={c})"))
     G = nx.grid_2d_graph(r, c, periodic=periodic)
     G = nx.relabel_nodes(G, {(i, j): i * c + j for i, j in G.nodes})
     return _finish(G, f"{name}(n={n}, rows={r}, cols={c})")
 
 
-def torus(n: int, *, rows: int | None = None, seed: int | None = None) -> nx.Graph:
+def torus(n: int, *, rows: int | None = None, seed: int | None = None) -> nx.Graph | EdgeGraph:
     """Return the 2-D periodic grid (torus) with ``rows x cols = n`` nodes.
 
     Node ``(i, j)`` of the ``rows x cols`` grid is node ``i * cols + j`` (row-major);
@@ -225,13 +258,16 @@ def torus(n: int, *, rows: int | None = None, seed: int | None = None) -> nx.Gra
 
     Returns
     -------
-    networkx.Graph
+    networkx.Graph or EdgeGraph
         The torus; 4-regular when both sides are ``>= 3`` (a side of length 2
-        contributes one neighbour instead of two).
+        contributes one neighbour instead of two).  An
+        :class:`~topologies.edgegraph.EdgeGraph` with the same edges when
+        ``n >= LARGE_GRAPH_NODES``.
 
     Notes
     -----
-    Time and memory ``O(n)``.  Built with ``nx.grid_2d_graph(periodic=True)``.
+    Time and memory ``O(n)``.  Built with ``nx.grid_2d_graph(periodic=True)`` below
+    ``LARGE_GRAPH_NODES``, with numpy index arithmetic from there on.
 
     Examples
     --------
@@ -244,7 +280,7 @@ def torus(n: int, *, rows: int | None = None, seed: int | None = None) -> nx.Gra
     return _lattice(n, rows, True, "torus")
 
 
-def grid(n: int, *, rows: int | None = None, seed: int | None = None) -> nx.Graph:
+def grid(n: int, *, rows: int | None = None, seed: int | None = None) -> nx.Graph | EdgeGraph:
     """Return the 2-D (non-periodic) grid with ``rows x cols = n`` nodes.
 
     Node ``(i, j)`` is node ``i * cols + j`` (row-major); it is joined to
@@ -262,8 +298,10 @@ def grid(n: int, *, rows: int | None = None, seed: int | None = None) -> nx.Grap
 
     Returns
     -------
-    networkx.Graph
-        The grid graph; degrees 2 (corners), 3 (sides) and 4 (inside).
+    networkx.Graph or EdgeGraph
+        The grid graph; degrees 2 (corners), 3 (sides) and 4 (inside).  An
+        :class:`~topologies.edgegraph.EdgeGraph` with the same edges when
+        ``n >= LARGE_GRAPH_NODES``.
 
     Notes
     -----
@@ -531,13 +569,71 @@ def erdos_renyi(
     )
 
 
+_PAIRING_ROUNDS = 1000
+"""Re-pairing rounds of :func:`_pairing_regular` before it gives up."""
+
+
+def _pairing_conflicts(pairs: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the rows of ``pairs`` that are self-loops or one of several copies of an edge."""
+    lo = pairs.min(axis=1)
+    hi = pairs.max(axis=1)
+    key = lo * n + hi
+    del lo
+    ordered = np.sort(key)
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])  # few: O(d^2) expected
+    del ordered
+    return np.flatnonzero((pairs[:, 0] == pairs[:, 1]) | np.isin(key, repeated))
+
+
+def _pairing_regular(n: int, d: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Pair ``d`` stubs per node into the edges of a simple ``d``-regular graph.
+
+    The ``n d`` stubs are shuffled and paired consecutively (the configuration model).
+    Each round takes the conflicting pairs (self-loops, all copies of a repeated edge)
+    and as many other pairs chosen at random, shuffles their stubs and pairs them
+    again, until no conflict is left.  Returns the ``(n d / 2, 2)`` pairs, or ``None`` after
+    :data:`_PAIRING_ROUNDS` rounds.
+    """
+    pairs = np.repeat(np.arange(n, dtype=np.int64), d)
+    rng.shuffle(pairs)
+    pairs = pairs.reshape(-1, 2)
+    m = len(pairs)
+    for _ in range(_PAIRING_ROUNDS):
+        bad = _pairing_conflicts(pairs, n)
+        if bad.size == 0:
+            return pairs
+        ok = np.ones(m, dtype=bool)
+        ok[bad] = False
+        good = np.flatnonzero(ok)
+        extra = good[rng.choice(good.size, size=min(bad.size, good.size), replace=False)]
+        redo = np.concatenate([bad, extra])
+        stubs = pairs[redo].ravel()
+        rng.shuffle(stubs)
+        pairs[redo] = stubs.reshape(-1, 2)
+    return None
+
+
 def random_regular(
     n: int, *, d: int = 4, seed: int | None = None, max_tries: int = 100
-) -> nx.Graph:
+) -> nx.Graph | EdgeGraph:
     """Return a connected random ``d``-regular graph on ``n`` nodes.
 
-    Drawn uniformly-ish with ``nx.random_regular_graph`` (Steger–Wormald
-    pairing) and resampled, with seeds derived from ``seed``, until connected.
+    Below :data:`LARGE_GRAPH_NODES` nodes: drawn uniformly-ish with
+    ``nx.random_regular_graph`` (Steger–Wormald pairing) and resampled, with seeds
+    derived from ``seed``, until connected.
+
+    From ``LARGE_GRAPH_NODES`` on (``nx.random_regular_graph`` is pure Python: minutes
+    and gigabytes at ``10^6`` nodes): a numpy pairing (configuration) model, returned
+    as an :class:`~topologies.edgegraph.EdgeGraph`.  The ``n d`` stubs
+    (``d`` copies of each node) are shuffled with ``np.random.default_rng(s)`` and
+    paired consecutively; the pairs that make a self-loop or repeat an edge are
+    re-paired together with as many other pairs drawn at random, round after round,
+    until none is left (at most 1000 rounds); a disconnected result is redrawn with
+    the next seed derived from ``seed``, as below the threshold.  This is not exactly
+    uniform over the ``d``-regular graphs: the local re-pairing favours some graphs
+    slightly, a bias that vanishes as ``n`` grows for fixed ``d`` (only ``O(d^2)``
+    pairs conflict in expectation).  The two paths give different graphs for the same
+    seed.
 
     Parameters
     ----------
@@ -553,12 +649,21 @@ def random_regular(
 
     Returns
     -------
-    networkx.Graph
-        The first connected sample.
+    networkx.Graph or EdgeGraph
+        The first connected sample (an :class:`~topologies.edgegraph.EdgeGraph` when
+        ``n >= LARGE_GRAPH_NODES``).
+
+    Raises
+    ------
+    TopologyError
+        If no sample out of ``max_tries`` is connected, or (pairing model) the
+        conflicts do not resolve within 1000 rounds (possible only for ``d`` close to ``n``).
 
     Notes
     -----
-    Expected time ``O(n d^2)`` per try; memory ``O(n d)``.
+    Expected time ``O(n d^2)`` per try below the threshold; ``O(n d log(n d))`` per
+    try (a few rounds of sorting the ``n d / 2`` pairs) from it on.  Memory ``O(n d)``:
+    about 0.2 GB in all for ``n = 10^6``, ``d = 4``.
 
     Examples
     --------
@@ -579,10 +684,24 @@ def random_regular(
         )
     seed = _check_seed(seed)
     max_tries = _check_int("topology.max_tries", max_tries, lo=1)
+    name = f"random_regular(n={n}, d={d}, seed={seed})"
     for s in _try_seeds(seed, max_tries):
+        if n >= LARGE_GRAPH_NODES:
+            pairs = _pairing_regular(n, d, np.random.default_rng(s))
+            if pairs is None:
+                raise TopologyError(
+                    f"topology.d: got {d}, but the pairing model found no simple {d}-regular "
+                    f"graph on n={n} nodes in {_PAIRING_ROUNDS} re-pairing rounds "
+                    f"(seed={seed}); use a smaller d"
+                )
+            E = EdgeGraph(n, pairs[:, 0], pairs[:, 1], name=name)
+            del pairs
+            if is_connected(E):
+                return E
+            continue
         G = nx.random_regular_graph(d, n, seed=s)
         if nx.is_connected(G):
-            return _finish(G, f"random_regular(n={n}, d={d}, seed={seed})")
+            return _finish(G, name)
     raise TopologyError(
         f"topology.d: got {d}, but the random {d}-regular graph on n={n} nodes was disconnected "
         f"in all {max_tries} tries (seed={seed}); use d >= 3"
@@ -993,7 +1112,7 @@ def edgelist(
         ) from None
 
 
-def from_graph(G: nx.Graph) -> nx.Graph:
+def from_graph(G: nx.Graph | EdgeGraph) -> nx.Graph | EdgeGraph:
     """Convert any networkx graph to the form the simulator uses.
 
     Directed graphs become undirected, multi-edges collapse to one edge,
@@ -1002,22 +1121,27 @@ def from_graph(G: nx.Graph) -> nx.Graph:
     The original label is kept in the node attribute ``"label"``; other node
     and edge attributes are kept as well.
 
+    An :class:`~topologies.edgegraph.EdgeGraph` is already in that form (nodes
+    ``0 .. n-1``, simple, undirected): it is checked and returned itself, not
+    converted (a networkx copy of a large graph is what it exists to avoid).  Its
+    labels are its node numbers; it has no node attributes.
+
     Parameters
     ----------
-    G : networkx.Graph
-        Any graph (``Graph``, ``DiGraph``, ``MultiGraph``, ``MultiDiGraph``)
-        with at least 2 nodes.
+    G : networkx.Graph or EdgeGraph
+        Any graph (``Graph``, ``DiGraph``, ``MultiGraph``, ``MultiDiGraph``, or an
+        ``EdgeGraph``) with at least 2 nodes.
 
     Returns
     -------
-    networkx.Graph
-        A new undirected simple graph on ``0 .. n-1``.
+    networkx.Graph or EdgeGraph
+        A new undirected simple graph on ``0 .. n-1``, or the given ``EdgeGraph``.
 
     Raises
     ------
     TopologyError
-        If ``G`` is not a networkx graph, has fewer than 2 nodes, or is
-        disconnected (once undirected).
+        If ``G`` is not a networkx graph or an ``EdgeGraph``, has fewer than 2 nodes,
+        or is disconnected (once undirected).
 
     Notes
     -----
@@ -1029,6 +1153,13 @@ def from_graph(G: nx.Graph) -> nx.Graph:
     >>> sorted(H.edges()), [H.nodes[i]["label"] for i in H]
     ([(0, 1), (1, 2)], ['a', 'b', 'c'])
     """
+    if isinstance(G, EdgeGraph):
+        if G.n < 2:
+            raise TopologyError(f"topology.n: got a graph with {G.n} nodes, expected >= 2")
+        k = number_connected_components(G)
+        if k != 1:
+            raise TopologyError(f"topology: the given graph is disconnected ({k} components)")
+        return G
     if not isinstance(G, nx.Graph):
         raise TopologyError(f"topology: got {type(G).__name__}, expected a networkx graph")
     if G.number_of_nodes() < 2:
@@ -1061,7 +1192,7 @@ def from_graph(G: nx.Graph) -> nx.Graph:
 # Registry
 # --------------------------------------------------------------------------------------
 
-BUILDERS: dict[str, Callable[..., nx.Graph]] = {
+BUILDERS: dict[str, Callable[..., nx.Graph | EdgeGraph]] = {
     "ring": ring,
     "torus": torus,
     "grid": grid,
@@ -1081,7 +1212,7 @@ BUILDERS: dict[str, Callable[..., nx.Graph]] = {
 """Builders by name, as used in the ``[topology]`` config section (``name = "ring"``)."""
 
 
-def _builder(name: object) -> Callable[..., nx.Graph]:
+def _builder(name: object) -> Callable[..., nx.Graph | EdgeGraph]:
     if not isinstance(name, str) or name not in BUILDERS:
         raise unknown_name("topology.name", name, BUILDERS)
     return BUILDERS[name]
@@ -1118,7 +1249,9 @@ def builder_params(name: str) -> dict[str, Any]:
     }
 
 
-def build(name: str, n: int | None = None, *, seed: int | None = None, **params: Any) -> nx.Graph:
+def build(
+    name: str, n: int | None = None, *, seed: int | None = None, **params: Any
+) -> nx.Graph | EdgeGraph:
     """Build the topology ``name`` on ``n`` nodes.
 
     Validates the name (with a did-you-mean suggestion), rejects keywords that
@@ -1138,8 +1271,10 @@ def build(name: str, n: int | None = None, *, seed: int | None = None, **params:
 
     Returns
     -------
-    networkx.Graph
-        A connected undirected simple graph on nodes ``0 .. n-1``.
+    networkx.Graph or EdgeGraph
+        A connected undirected simple graph on nodes ``0 .. n-1`` (an
+        :class:`~topologies.edgegraph.EdgeGraph` for ``ring``, ``torus``, ``grid`` and
+        ``random_regular`` from :data:`LARGE_GRAPH_NODES` nodes on).
 
     Raises
     ------

@@ -14,6 +14,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from .edgegraph import EdgeGraph, degrees, is_connected
 from .errors import TopologyError
 
 __all__ = ["describe", "mixing_time", "second_largest_eigenvalue_modulus", "spectral_gap"]
@@ -132,12 +133,12 @@ def mixing_time(W: Any, eps: float = 1e-3) -> float:
     return max(1, math.ceil(math.log(1.0 / eps) / -math.log(slem)))
 
 
-def describe(G: nx.Graph, W: Any, rule: str) -> dict[str, Any]:
+def describe(G: nx.Graph | EdgeGraph, W: Any, rule: str) -> dict[str, Any]:
     """Summarise a topology and its mixing matrix (e.g. for a run's log).
 
     Parameters
     ----------
-    G : networkx.Graph
+    G : networkx.Graph or EdgeGraph
         The graph.
     W : array_like or None
         Its mixing matrix; ``None`` skips the spectral entries (set to None),
@@ -155,7 +156,8 @@ def describe(G: nx.Graph, W: Any, rule: str) -> dict[str, Any]:
 
     Notes
     -----
-    Time ``O(n^3)`` for the spectrum, ``O(n m)`` for the diameter.
+    Time ``O(n^3)`` for the spectrum, ``O(n m)`` for the diameter (of a networkx copy
+    for an :class:`~topologies.edgegraph.EdgeGraph`); ``O(n + m)`` for the rest.
 
     Examples
     --------
@@ -167,18 +169,21 @@ def describe(G: nx.Graph, W: Any, rule: str) -> dict[str, Any]:
     (4, 0.19526)
     """
     n = G.number_of_nodes()
-    degrees = [d for _, d in G.degree()]
-    connected = n > 0 and nx.is_connected(G)
+    deg = degrees(G)
+    connected = is_connected(G)
     slem = None if W is None else second_largest_eigenvalue_modulus(W)
+    diameter = None
+    if connected and n <= 2000:
+        diameter = nx.diameter(G.to_networkx() if isinstance(G, EdgeGraph) else G)
     return {
         "nodes": n,
         "edges": G.number_of_edges(),
         "mixing": rule,
         "spectral_gap": None if slem is None else 1.0 - slem,
         "slem": slem,
-        "min_degree": min(degrees, default=0),
-        "max_degree": max(degrees, default=0),
-        "mean_degree": float(np.mean(degrees)) if degrees else 0.0,
-        "diameter": nx.diameter(G) if connected and n <= 2000 else None,
+        "min_degree": int(deg.min()) if n else 0,
+        "max_degree": int(deg.max()) if n else 0,
+        "mean_degree": float(np.mean(deg)) if n else 0.0,
+        "diameter": diameter,
         "is_connected": bool(connected),
     }

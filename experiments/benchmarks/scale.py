@@ -1,16 +1,23 @@
-"""Rings of 10^3 to 10^5 nodes: D-SGD with a linear model, seconds and memory per round.
+"""Networks of 10^4 to 10^6 nodes: seconds per round and peak memory, build and run.
 
-    python experiments/benchmarks/scale.py                      # n = 1000, 10000, 100000
-    python experiments/benchmarks/scale.py --sizes 1000 10000   # a shorter check
+    python experiments/benchmarks/scale.py                                   # the grid
+    python experiments/benchmarks/scale.py --kinds gossip --sizes 10000      # one row
 
-Each size runs in its own worker process (a clean peak RSS), single-threaded on one
-pinned core: build the simulation (data generation, packing, graph), one warm-up
-``advance(1)`` (compilation), ``--repeats`` timed ``advance(1)`` calls, then one
-evaluation.  Per node it is the FedEM synthetic recipe with the reference's 150
-features, capped at 100 training samples (50 to 100 per node, so that 10^5 nodes fit
-comfortably in memory: 7.5 million samples, 4.5 GB of features) and 20 test samples.
-The ring's gossip is the sparse neighbour-table operator (3 non-zeros per row, padded
-to 4), so its cost is linear in the number of edges.  Writes the section between
+Two workloads, on random 4-regular graphs with Metropolis weights (from 10^5 nodes the
+graph is built as numpy edge arrays, never a networkx object; see ``topologies``):
+
+* ``gossip``: ``algorithm = "average"``, 16 values per node, 10 % of the nodes down each
+  round (``faults.node_drop = 0.1``: the live subgraph re-weighted every round);
+* ``dsgd``: D-SGD with a linear model on FedEM synthetic data (d = 16 features, 50–100
+  training samples per node: ``data.max_samples = 100``; 10 test samples), batch 128,
+  one local epoch, momentum 0.9 (from 10^5 nodes the data are generated one node at a
+  time straight into the packed buckets, see ``p2p_fmtl.data.NodeStream``).
+
+Each configuration runs in its own worker process, single-threaded on one pinned core:
+build the simulation (graph, mixing table, data, packing: the *build* peak RSS is the
+process's peak after this), reset the peak, one warm-up ``advance(1)`` (compilation),
+``--repeats`` timed ``advance(1)`` calls and one evaluation (the *run* peak).  The
+issue's bar: the build peak within 1.5× the run's.  Writes the section between
 ``<!-- scale:start -->`` and ``<!-- scale:end -->`` of experiments/BENCHMARKS.md and the
 raw rows to experiments/benchmarks/scale.json.
 """
@@ -34,21 +41,32 @@ import harness  # noqa: E402
 
 from p2p_fmtl import bench  # noqa: E402
 
-SIZES = (1000, 10000, 100000)
+SIZES = (10_000, 100_000, 1_000_000)
+KINDS = ("gossip", "dsgd")
 MARKS = ("<!-- scale:start -->", "<!-- scale:end -->")
 
 
-def config(n: int, rounds: int) -> dict:
+def config(kind: str, n: int, rounds: int) -> dict:
+    graph = {"name": "random_regular", "n": n, "d": 4, "mixing": "metropolis"}
+    run = {"seed": 0, "rounds": rounds, "eval_every": rounds}
+    if kind == "gossip":
+        return {
+            "run": run,
+            "topology": graph,
+            "data": {"name": "none"},
+            "algorithm": {"name": "average", "dim": 16},
+            "faults": {"node_drop": 0.1},
+        }
     return {
-        "run": {"seed": 0, "rounds": rounds, "eval_every": rounds},
-        "topology": {"name": "ring", "n": n, "mixing": "metropolis"},
+        "run": run,
+        "topology": graph,
         "data": {
             "name": "fedem_synthetic",
             "variant": "reference",
-            "dim": 150,
+            "dim": 16,
             "seed": 12345,
             "max_samples": 100,
-            "n_test": 20,
+            "n_test": 10,
             "bucketing": "full",
         },
         "model": {"name": "linear"},
@@ -64,38 +82,46 @@ def config(n: int, rounds: int) -> dict:
 
 
 def worker(spec: dict) -> dict:
-    """One size in this process (pinned to one core): the result row."""
+    """One configuration in this process (pinned to one core): the result row."""
     bench._pin(min(os.sched_getaffinity(0)))
     import jax  # noqa: F401
 
     from p2p_fmtl import load_config
     from p2p_fmtl.runner import Simulation
 
-    n, repeats = spec["n"], spec["repeats"]
+    kind, n, repeats = spec["kind"], spec["n"], spec["repeats"]
+    rss_import = bench._rss_peak_mb()
     t0 = time.perf_counter()
-    sim = Simulation(load_config(config(n, 1 + repeats)))
+    sim = Simulation(load_config(config(kind, n, 2 + repeats)))
     build_s = time.perf_counter() - t0
-    rss_built = bench._rss_peak_mb()
+    rss_build = bench._rss_peak_mb()
+    reset = bench._reset_peak_rss()
+    t1 = time.perf_counter()
     sim.advance(1)
-    bench._reset_peak_rss()
+    warmup_s = time.perf_counter() - t1
     c0, w0 = bench._cpu_seconds(), time.perf_counter()
     times = [float(sim.advance(1)) for _ in range(repeats)]
     cpu_per_wall = (bench._cpu_seconds() - c0) / (time.perf_counter() - w0)
-    rss_rounds = bench._rss_peak_mb()
     row = sim.evaluate()
+    rss_run = bench._rss_peak_mb()
+    trains = kind != "gossip"
     return {
+        "kind": kind,
         "n": n,
         "status": "ok",
         "s_per_round": statistics.median(times),
         "times_s": times,
         "node_rounds_per_s": n / statistics.median(times),
         "build_s": build_s,
+        "warmup_s": warmup_s,
         "compile_s": sim.engine.compile_seconds,
-        "peak_rss_mb": max(rss_built, rss_rounds),
-        "rounds_peak_rss_mb": rss_rounds,
-        "train_samples": int(sim.n_train.sum()),
-        "train_gb": float(sim.n_train.sum()) * 151 * 4 / 1e9,
-        "padding_fraction": sim.padding_fraction,
+        "rss_import_mb": rss_import,
+        "build_peak_rss_mb": rss_build,
+        "run_peak_rss_mb": rss_run if reset else None,
+        "peak_reset": reset,
+        "train_samples": int(sim.n_train.sum()) if trains else 0,
+        "packed_gb": sim.packed.nbytes / 1e9 if trains and sim.packed is not None else 0.0,
+        "padding_fraction": sim.padding_fraction if trains else 0.0,
         "gossip_operator": sim.gossip_operator,
         "gossip_nnz": sim.gossip_nnz,
         "test_acc": row.get("test_acc"),
@@ -105,62 +131,60 @@ def worker(spec: dict) -> dict:
     }
 
 
-def run_size(n: int, repeats: int, timeout: float) -> dict:
-    """One size in a fresh worker process (this script's ``--worker``), one pinned core."""
-    spec = {"n": n, "repeats": repeats, "threads": "1"}
+def run_one(kind: str, n: int, repeats: int, timeout: float) -> dict:
+    """One configuration in a fresh worker process (this script's ``--worker``)."""
+    spec = {"kind": kind, "n": n, "repeats": repeats, "threads": "1"}
     command = [sys.executable, str(Path(__file__).resolve()), "--worker"]
     return bench.run_worker(spec, timeout=timeout, command=command)
 
 
 def render(rows: list[dict], machine: dict, command: str) -> str:
     lines = [
-        "## Rings of 10^3 to 10^5 nodes (`experiments/benchmarks/scale.py`)",
+        "## Networks of 10^4 to 10^6 nodes (`experiments/benchmarks/scale.py`)",
         "",
         f"- CPU: {machine['cpu']}; cores: {machine['cores']}; RAM: {machine['ram']}",
         f"- {machine['jax']}; Python {machine['python']}; date: {machine['date']}",
         f"- command: `{command}`; one pinned core, single-threaded XLA",
         "",
-        "D-SGD, linear model, FedEM synthetic features (d = 150), 50–100 training samples "
-        "per node (`data.max_samples = 100`), batch 128, one local epoch, momentum 0.9, "
-        "Metropolis weights on a ring (sparse neighbour-table gossip).",
+        "Random 4-regular graphs, Metropolis weights. **gossip**: `average`, 16 values per "
+        "node, 10 % of the nodes down each round (`faults.node_drop = 0.1`, the live "
+        "subgraph re-weighted). **D-SGD**: linear model on FedEM synthetic data (d = 16, "
+        "50–100 training samples per node, 10 test samples), batch 128, one local epoch, "
+        "momentum 0.9. Build = graph, mixing table, data, packing (its peak RSS: the "
+        "process's peak when the simulation is built); run = compilation, the timed "
+        "rounds and one evaluation (the peak RSS after a reset once built).",
         "",
-        "| nodes | training data (GB) | s / round | node-rounds / s | compile (s) | build (s) "
-        "| peak RSS MB (process / timed rounds) | MB per 1k nodes | padding | test acc "
-        "after the timed rounds |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| workload | nodes | s / round | node-rounds / s | build (s) | compile (s) "
+        "| peak RSS MB: build / run | build ÷ run | packed data (GB) | padding "
+        "| test acc or consensus distance |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        label = "gossip" if r.get("kind") == "gossip" else "D-SGD"
         if r.get("status") != "ok":
-            lines.append(f"| {r['n']} | failed: {r.get('reason', '?')} |" + " – |" * 8)
+            reason = str(r.get("reason", "?")).replace("|", "/")[:120]
+            lines.append(f"| {label} | {r['n']:,} | failed: {reason} |" + " – |" * 8)
             continue
-        lines.append(
-            f"| {r['n']:,} | {r['train_gb']:.2f} | {r['s_per_round']:.4g} "
-            f"| {r['node_rounds_per_s']:,.0f} | {r['compile_s']:.1f} | {r['build_s']:.1f} "
-            f"| {r['peak_rss_mb']:,.0f} / {r['rounds_peak_rss_mb']:,.0f} "
-            f"| {1000 * r['peak_rss_mb'] / r['n']:,.0f} "
-            f"| {100 * r['padding_fraction']:.1f} % | {100 * r['test_acc']:.1f} % |"
+        run = r.get("run_peak_rss_mb")
+        ratio = f"{r['build_peak_rss_mb'] / run:.2f}" if run else "–"
+        metric = (
+            f"{100 * r['test_acc']:.1f} %"
+            if r.get("test_acc") is not None
+            else f"{r.get('consensus_distance', float('nan')):.3g}"
         )
-    ok = [r for r in rows if r.get("status") == "ok"]
-    if len(ok) >= 2:
-        a, b = ok[0], ok[-1]
-        c = ok[-2]  # memory: the line through the two largest sizes
-        per_node = (b["peak_rss_mb"] - c["peak_rss_mb"]) / (b["n"] - c["n"])
-        fixed = b["peak_rss_mb"] - per_node * b["n"]
-        lines += [
-            "",
-            f"From {a['n']:,} to {b['n']:,} nodes ({b['n'] / a['n']:.0f}×): time per round "
-            f"×{b['s_per_round'] / a['s_per_round']:.1f}, peak memory "
-            f"×{b['peak_rss_mb'] / a['peak_rss_mb']:.1f}: about {1000 * per_node:.0f} kB per "
-            f"node on top of {fixed:,.0f} MB (the line through the two largest runs; the "
-            "process peak is reached while the generated per-node arrays and the packed "
-            "arrays coexist, before the former are released).",
-        ]
+        lines.append(
+            f"| {label} | {r['n']:,} | {r['s_per_round']:.4g} "
+            f"| {r['node_rounds_per_s']:,.0f} | {r['build_s']:.1f} | {r['compile_s']:.1f} "
+            f"| {r['build_peak_rss_mb']:,.0f} / {run or 0:,.0f} | {ratio} "
+            f"| {r['packed_gb']:.2f} | {100 * r['padding_fraction']:.1f} % | {metric} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     p.add_argument("--repeats", type=int, default=3, help="timed rounds per size")
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--out", default=str(HERE.parent / "BENCHMARKS.md"))
@@ -171,10 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(json.loads(args.worker))), flush=True)
         return 0
     rows = []
-    for n in args.sizes:
-        row = run_size(n, args.repeats, args.timeout)
-        print(json.dumps({k: row.get(k) for k in ("n", "status", "s_per_round", "peak_rss_mb")}))
-        rows.append(row)
+    for kind in args.kinds:
+        for n in args.sizes:
+            row = run_one(kind, n, args.repeats, args.timeout)
+            keys = ("kind", "n", "status", "s_per_round", "build_peak_rss_mb", "run_peak_rss_mb")
+            print(json.dumps({k: row.get(k) for k in keys}), flush=True)
+            rows.append(row)
     command = "python experiments/benchmarks/scale.py " + " ".join(argv or sys.argv[1:])
     body = render(rows, harness.machine_description(), command.strip())
     print(body)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError, unknown_name
-from .base import FederatedDataset, NodeDataset
+from .base import FederatedDataset, NodeDataset, NodeStream
 from .clustered_linear import clustered_linear
 from .dialects import dialects
 from .digits import digits
@@ -43,7 +43,7 @@ def dataset_params(name: str) -> dict[str, Any]:
     return {
         p.name: p.default
         for p in inspect.signature(fn).parameters.values()
-        if p.kind is p.KEYWORD_ONLY and p.default is not p.empty
+        if p.kind is p.KEYWORD_ONLY and p.default is not p.empty and not p.name.startswith("_")
     }
 
 
@@ -74,8 +74,6 @@ def validate_dataset(ds: FederatedDataset, where: str = "data") -> None:
     with a valid head id (``info["heads"]``) and, for a classification head, an integer
     target within that head's classes.
     """
-    import numpy as np
-
     if ds.nodes and 0 in ds.feature_shape:
         raise ConfigError(
             f"{where}: samples have shape {ds.feature_shape}, with no features; expected at "
@@ -90,49 +88,70 @@ def validate_dataset(ds: FederatedDataset, where: str = "data") -> None:
             raise ConfigError(
                 f"{where}: num_classes is {ds.num_classes} but the heads' outputs add up to {width}"
             )
+    if ds.streamed:  # each node is checked as it is generated (while it is packed)
+        ds.nodes.generate = _checked(ds.nodes.generate, ds, heads, where)
+        return
     if ds.task in ("binary", "multiclass") and ds.num_classes > SPARSE_LABELS_ABOVE:
         _warn_sparse_labels(ds, where)
     for i, nd in enumerate(ds.nodes):
-        if nd.n_train == 0:
-            raise ConfigError(f"{where}: node {i} has no training samples")
-        for part in ("x_train", "x_test", "y_train", "y_test"):
-            a = getattr(nd, part)
-            if a.size and np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
-                raise ConfigError(f"{where}: node {i} has NaN or infinite values in {part}")
-        for part in ("train", "test"):
-            x, y = getattr(nd, f"x_{part}"), getattr(nd, f"y_{part}")
-            if y.shape[:1] != x.shape[:1]:
+        validate_node(ds, i, nd, heads, where)
+
+
+def _checked(generate, ds: FederatedDataset, heads, where: str):
+    """``generate`` whose every node passes :func:`validate_node` as it comes out."""
+
+    def checked():
+        for i, nd in enumerate(generate()):
+            validate_node(ds, i, nd, heads, where)
+            yield nd
+
+    return checked
+
+
+def validate_node(ds: FederatedDataset, i: int, nd: NodeDataset, heads, where: str) -> None:
+    """The per-node checks of :func:`validate_dataset` for node ``i``."""
+    import numpy as np
+
+    if nd.n_train == 0:
+        raise ConfigError(f"{where}: node {i} has no training samples")
+    for part in ("x_train", "x_test", "y_train", "y_test"):
+        a = getattr(nd, part)
+        if a.size and np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+            raise ConfigError(f"{where}: node {i} has NaN or infinite values in {part}")
+    for part in ("train", "test"):
+        x, y = getattr(nd, f"x_{part}"), getattr(nd, f"y_{part}")
+        if y.shape[:1] != x.shape[:1]:
+            raise ConfigError(
+                f"{where}: node {i} has {x.shape[0]} rows in x_{part} but {y.shape[0]} "
+                f"in y_{part}"
+            )
+    if ds.task == "regression":
+        return
+    if ds.task == "multitask":
+        _check_multitask(nd, i, heads, where)
+        return
+    for part in ("y_train", "y_test"):
+        y = getattr(nd, part)
+        if ds.task == "lm" and y.ndim != 2:
+            raise ConfigError(
+                f"{where}: node {i} has {part} of shape {y.shape}, expected (samples, "
+                "tokens) for a language-model task"
+            )
+        if y.size and (y.min() < 0 or y.max() >= ds.num_classes):
+            raise ConfigError(
+                f"{where}: node {i} has {part} labels in [{y.min()}, {y.max()}], "
+                f"outside the model's classes 0..{ds.num_classes - 1}"
+            )
+    if ds.task == "lm":
+        for part in ("x_train", "x_test"):
+            x = getattr(nd, part)
+            if not np.issubdtype(x.dtype, np.integer):
+                continue
+            if x.size and (x.min() < 0 or x.max() >= ds.num_classes):
                 raise ConfigError(
-                    f"{where}: node {i} has {x.shape[0]} rows in x_{part} but {y.shape[0]} "
-                    f"in y_{part}"
+                    f"{where}: node {i} has {part} tokens in [{x.min()}, {x.max()}], "
+                    f"outside the vocabulary 0..{ds.num_classes - 1}"
                 )
-        if ds.task == "regression":
-            continue
-        if ds.task == "multitask":
-            _check_multitask(nd, i, heads, where)
-            continue
-        for part in ("y_train", "y_test"):
-            y = getattr(nd, part)
-            if ds.task == "lm" and y.ndim != 2:
-                raise ConfigError(
-                    f"{where}: node {i} has {part} of shape {y.shape}, expected (samples, "
-                    "tokens) for a language-model task"
-                )
-            if y.size and (y.min() < 0 or y.max() >= ds.num_classes):
-                raise ConfigError(
-                    f"{where}: node {i} has {part} labels in [{y.min()}, {y.max()}], "
-                    f"outside the model's classes 0..{ds.num_classes - 1}"
-                )
-        if ds.task == "lm":
-            for part in ("x_train", "x_test"):
-                x = getattr(nd, part)
-                if not np.issubdtype(x.dtype, np.integer):
-                    continue
-                if x.size and (x.min() < 0 or x.max() >= ds.num_classes):
-                    raise ConfigError(
-                        f"{where}: node {i} has {part} tokens in [{x.min()}, {x.max()}], "
-                        f"outside the vocabulary 0..{ds.num_classes - 1}"
-                    )
 
 
 SPARSE_LABELS_ABOVE = 1000  # classes: above this, warn when few of them occur
@@ -191,6 +210,7 @@ __all__ = [
     "DATASETS",
     "FederatedDataset",
     "NodeDataset",
+    "NodeStream",
     "PackedData",
     "dataset_params",
     "load_dataset",

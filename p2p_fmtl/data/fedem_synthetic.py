@@ -86,7 +86,7 @@ import numbers
 
 import numpy as np
 
-from p2p_fmtl.data.base import FederatedDataset, NodeDataset
+from p2p_fmtl.data.base import FederatedDataset, NodeDataset, NodeStream
 from p2p_fmtl.errors import ConfigError
 
 __all__ = ["fedem_synthetic", "VARIANTS"]
@@ -96,6 +96,9 @@ VARIANTS = ("reference", "corrected")
 _BOX = (-1.0, 1.0)  # BOX in the reference; features and theta are uniform on it
 _LOGNORMAL_MEAN = 4.0  # get_num_samples: np.random.lognormal(4, 2, num_tasks)
 _LOGNORMAL_SIGMA = 2.0
+# from this many nodes the nodes are a NodeStream: generated one at a time while they are
+# packed (the same draws), and ``info`` keeps no per-sample component records
+STREAM_FROM = 100_000
 
 
 def _is_int(value: object) -> bool:
@@ -192,6 +195,7 @@ def fedem_synthetic(
     seed: int = 12345,
     min_samples: int = 50,
     max_samples: int = 1000,
+    _stream: bool | None = None,
 ) -> FederatedDataset:
     """Generate FedEM's synthetic mixture dataset for ``n_nodes`` nodes.
 
@@ -218,6 +222,13 @@ def fedem_synthetic(
         ``[0, 2**32 - 1]``.
     min_samples, max_samples : int
         Training-set size bounds of ``get_num_samples`` (50 and 1000 in the reference).
+    _stream : bool or None
+        Internal (not a config key): return the nodes as a
+        :class:`~p2p_fmtl.data.base.NodeStream`, generated one at a time while packed
+        (same draws, node for node).  ``None``: from :data:`STREAM_FROM` nodes on.
+        Streamed data keep no per-sample records in ``info`` (``component_train``,
+        ``component_test``, ``component_counts_*``); each node's
+        ``NodeDataset.component_train`` is still there.
 
     Returns
     -------
@@ -255,30 +266,26 @@ def fedem_synthetic(
     theta = rs.uniform(_BOX[0], _BOX[1], size=(components, dim))
 
     # 4. per node: training set, then test set
-    nodes: list[NodeDataset] = []
-    comp_train: list[np.ndarray] = []
-    comp_test: list[np.ndarray] = []
-    counts_train = np.zeros((n_nodes, components), dtype=np.int64)
-    counts_test = np.zeros((n_nodes, components), dtype=np.int64)
-    for i in range(n_nodes):
-        pi = mixture_weights[i]
-        x_tr, y_tr, c_tr, k_tr = _generate_split(
-            rs, int(num_samples[i]), pi, theta, noise, corrected
-        )
-        x_te, y_te, c_te, k_te = _generate_split(rs, n_test, pi, theta, noise, corrected)
-        nodes.append(
-            NodeDataset(
+    start = rs.get_state()  # each pass over the nodes replays the draws from here
+
+    def generate(record=None):
+        rs_nodes = np.random.RandomState()
+        rs_nodes.set_state(start)
+        for i in range(n_nodes):
+            pi = mixture_weights[i]
+            x_tr, y_tr, c_tr, k_tr = _generate_split(
+                rs_nodes, int(num_samples[i]), pi, theta, noise, corrected
+            )
+            x_te, y_te, c_te, k_te = _generate_split(rs_nodes, n_test, pi, theta, noise, corrected)
+            if record is not None:
+                record(i, c_tr, c_te, k_tr, k_te)
+            yield NodeDataset(
                 x_train=x_tr,
                 y_train=y_tr,
                 x_test=x_te,
                 y_test=y_te,
                 component_train=c_tr.astype(np.int32),
             )
-        )
-        comp_train.append(c_tr)
-        comp_test.append(c_te)
-        counts_train[i] = k_tr
-        counts_test[i] = k_te
 
     info = {
         "generator": "fedem_synthetic",
@@ -287,10 +294,6 @@ def fedem_synthetic(
         "mixture_weights": mixture_weights,
         "components_theta": theta,
         "num_samples": num_samples,
-        "component_counts_train": counts_train,
-        "component_counts_test": counts_test,
-        "component_train": comp_train,
-        "component_test": comp_test,
         "params": {
             "n_nodes": n_nodes,
             "dim": dim,
@@ -301,6 +304,33 @@ def fedem_synthetic(
             "min_samples": int(min_samples),
             "max_samples": int(max_samples),
         },
+    }
+    stream = n_nodes >= STREAM_FROM if _stream is None else _stream
+    if stream:  # generated while packed; no per-sample records in info
+        nodes = NodeStream(
+            num_samples,
+            np.full(n_nodes, n_test),
+            (dim,),
+            generate,
+            has_components=True,
+        )
+        return FederatedDataset(nodes=nodes, task="binary", num_classes=2, info=info)
+
+    comp_train: list[np.ndarray] = [None] * n_nodes
+    comp_test: list[np.ndarray] = [None] * n_nodes
+    counts_train = np.zeros((n_nodes, components), dtype=np.int64)
+    counts_test = np.zeros((n_nodes, components), dtype=np.int64)
+
+    def record(i, c_tr, c_te, k_tr, k_te):
+        comp_train[i], comp_test[i] = c_tr, c_te
+        counts_train[i], counts_test[i] = k_tr, k_te
+
+    nodes = list(generate(record))
+    info |= {
+        "component_counts_train": counts_train,
+        "component_counts_test": counts_test,
+        "component_train": comp_train,
+        "component_test": comp_test,
     }
     return FederatedDataset(nodes=nodes, task="binary", num_classes=2, info=info)
 

@@ -114,14 +114,6 @@ def aligned_zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
     return buf[start : start + nbytes].view(dtype).reshape(shape)
 
 
-def _stack(arrays: list[np.ndarray], width: int, dtype, extra: int = 0) -> np.ndarray:
-    """The arrays padded to ``width`` rows, stacked, plus ``extra`` all-zero entries."""
-    out = aligned_zeros((len(arrays) + extra, width, *arrays[0].shape[1:]), dtype)
-    for i, a in enumerate(arrays):
-        out[i, : a.shape[0]] = a
-    return out
-
-
 def bucket_groups(n_train: np.ndarray, batch_size: int, max_buckets: int) -> list[np.ndarray]:
     """Node ids per bucket: nodes grouped by batches per epoch, at most ``max_buckets``."""
     keys = np.maximum(-(-n_train // batch_size), 1)
@@ -251,6 +243,7 @@ def pack(
     chunk_bytes: int = 0,
     node_chunk: int = 0,
     devices: int = 1,
+    storage: str = "float32",
 ) -> PackedData:
     """Pack the nodes' data into buckets.
 
@@ -262,55 +255,77 @@ def pack(
     many nodes; otherwise ``chunk_bytes > 0`` chooses each bucket's chunk from its data
     size (:func:`chunk_size`); ``0`` and ``0`` run every bucket at once.  ``devices``:
     buckets are padded to a multiple of it (and of the chunk).
+
+    ``storage``: the dtype of float features (``"float32"``, or ``"bfloat16"`` /
+    ``"float16"``: half the bytes, rounded once here); integer token features stay int32.
     """
-    nodes = ds.nodes
+    first = ds.first
     # labels: float32 for regression and multitask (target, head id), int32 class or token
     # ids otherwise; features: float32, or int32 when they are integer tokens (lm, text)
     y_dtype = np.float32 if ds.task in ("regression", "multitask") else np.int32
-    x_dtype = np.int32 if np.issubdtype(nodes[0].x_train.dtype, np.integer) else np.float32
-    n_train = np.array([nd.n_train for nd in nodes], dtype=np.int32)
-    n_test = np.array([nd.n_test for nd in nodes], dtype=np.int32)
+    x_dtype = np.int32 if np.issubdtype(first.x_train.dtype, np.integer) else _float(storage)
+    n_train = ds.n_train.astype(np.int32)
+    n_test = ds.n_test.astype(np.int32)
     frac = (n_train / max(int(n_train.max()), 1)).astype(np.float32)
     groups = plan_groups(n_train, batch_size, bucketing, max_buckets, rounds, copies)
-    known = all(nd.component_train is not None for nd in nodes)
+    if ds.streamed:
+        known = ds.nodes.has_components
+    else:
+        known = all(nd.component_train is not None for nd in ds.nodes)
+    x_shape, y_shape = tuple(first.x_train.shape[1:]), tuple(first.y_train.shape[1:])
+    row_bytes = (
+        int(np.prod(x_shape, dtype=np.int64)) * np.dtype(x_dtype).itemsize
+        + max(int(np.prod(y_shape, dtype=np.int64)), 1) * np.dtype(y_dtype).itemsize
+    )
     buckets = []
     for ids in groups:
         s = int(n_train[ids].max())
         t = int(max(n_test[ids].max(), 1))
-        row = nodes[ids[0]]
-        row_bytes = (
-            row.x_train[0].size * np.dtype(x_dtype).itemsize
-            + max(row.y_train[0].size, 1) * np.dtype(y_dtype).itemsize
-        )
         if node_chunk > 0:
             chunk = node_chunk if -(-len(ids) // devices) > node_chunk else 0
         else:
             step = min(batch_size or s, s) * row_bytes
             chunk = chunk_size(len(ids), s * row_bytes, chunk_bytes, devices, step)
-        extra = padded_nodes(len(ids), chunk, devices) - len(ids)
+        rows = padded_nodes(len(ids), chunk, devices)
+        extra = rows - len(ids)
         buckets.append(
             Bucket(
                 nodes=_pad(ids.astype(np.int64), extra, -1),
-                x_train=_stack([nodes[i].x_train for i in ids], s, x_dtype, extra),
-                y_train=_stack([nodes[i].y_train for i in ids], s, y_dtype, extra),
+                x_train=aligned_zeros((rows, s, *x_shape), x_dtype),
+                y_train=aligned_zeros((rows, s, *y_shape), y_dtype),
                 n_train=_pad(n_train[ids], extra),
-                x_test=_stack([nodes[i].x_test for i in ids], t, x_dtype, extra),
-                y_test=_stack([nodes[i].y_test for i in ids], t, y_dtype, extra),
+                x_test=aligned_zeros((rows, t, *x_shape), x_dtype),
+                y_test=aligned_zeros((rows, t, *y_shape), y_dtype),
                 n_test=_pad(n_test[ids], extra),
                 size_fraction=_pad(frac[ids], extra),
                 chunk=chunk,
-                component=_components([nodes[i] for i in ids], s, extra) if known else None,
+                component=np.full((rows, s), -1, np.int32) if known else None,
             )
         )
+    # one pass over the nodes (a stream generates each one here), each written into its
+    # bucket's row: the per-node arrays and the packed ones never coexist in full
+    where_b = np.empty(len(n_train), np.int64)
+    where_r = np.empty(len(n_train), np.int64)
+    for b, ids in enumerate(groups):
+        where_b[ids], where_r[ids] = b, np.arange(len(ids))
+    for i, nd in enumerate(ds.nodes):
+        bucket, r = buckets[where_b[i]], where_r[i]
+        bucket.x_train[r, : nd.n_train] = nd.x_train
+        bucket.y_train[r, : nd.n_train] = nd.y_train
+        bucket.x_test[r, : nd.n_test] = nd.x_test
+        bucket.y_test[r, : nd.n_test] = nd.y_test
+        if known:
+            bucket.component[r, : nd.n_train] = nd.component_train
     return PackedData(tuple(buckets), n_train, n_test, ds.feature_shape)
 
 
-def _components(nodes, width: int, extra: int) -> np.ndarray:
-    """The nodes' training-sample components ``(N_b + extra, width)`` int32, ``-1`` padded."""
-    out = np.full((len(nodes) + extra, width), -1, np.int32)
-    for i, nd in enumerate(nodes):
-        out[i, : nd.n_train] = nd.component_train
-    return out
+def _float(storage: str) -> np.dtype:
+    """The numpy dtype of ``data.storage`` (bfloat16 from ml_dtypes, JAX's own)."""
+    if storage == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(storage)
 
 
 def _pad(a: np.ndarray, extra: int, value=0) -> np.ndarray:

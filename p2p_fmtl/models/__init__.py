@@ -60,4 +60,18 @@ def build_model(cfg: dict[str, Any], input_shape: tuple[int, ...], out_dim: int)
         raise unknown_name("model.name", name, MODELS)
     kwargs = {k: cfg[k] for k in model_params(name)}
     init, apply = MODELS[name](input_shape, out_dim, **kwargs)
-    return Model(init, apply)
+    return Model(init, _float32_inputs(apply))
+
+
+def _float32_inputs(apply):
+    """``apply`` on float32 inputs: features stored in 16 bits (``data.storage``) are
+    widened inside the compiled step (the stored arrays stay 16-bit, halving the bytes a
+    round streams); the parameters and all arithmetic stay float32."""
+    import jax.numpy as jnp
+
+    def wrapped(params, x, *args, **kw):
+        if x.dtype in (jnp.bfloat16, jnp.float16):
+            x = x.astype(jnp.float32)
+        return apply(params, x, *args, **kw)
+
+    return wrapped
