@@ -32,6 +32,7 @@ import numpy as np
 import topologies
 
 from . import memory
+from .adversary import attack_inputs, fixed_byzantine, flip_labels
 from .algorithms import ALGORITHMS, Algorithm, AlgorithmSpec, Context, Needs, NodeData, needs_of
 from .config import GIVEN, Config
 from .data import PackedData, load_dataset, pack
@@ -64,6 +65,7 @@ TRIM_ABOVE_BYTES = 256 << 20  # give the released dataset back to the system abo
 _ENGINES: dict[str, Engine] = {}
 _PROGRAMS: dict[str, dict] = {}  # init and evaluation programs, by algorithm
 _DATA_FREE_KEYS = ("lr", "schedule", "milestones", "gamma", "lr_min", "init", "finetune_lr")
+_DATA_FREE_KEYS += ("trim", "clip_radius")  # robust rules read them as data
 
 
 @dataclass
@@ -89,6 +91,8 @@ class Parts:
     setup_bytes: np.ndarray  # (N,) bytes sent once before training (data statistics)
     lrs: LearningRates  # the learning rate of every round (``lrs[t]``, t an index array)
     node_labels: list | None = None  # a given graph's node labels, in node order
+    # (N,) bool: the fixed Byzantine nodes (attack.kind set, no redraw); all False else
+    byzantine: np.ndarray | None = None
 
     @property
     def alg(self) -> Algorithm:
@@ -418,12 +422,17 @@ def assemble(cfg: Config, *, graph=None, mixing=None) -> Parts:
         )
     if spec.trains:
         rng_size = int(packed.n_train.max()) if packed is not None else 0
-        work = LocalWork.from_config(alg_cfg, rng_size=rng_size)
+        work = LocalWork.from_config(alg_cfg, rng_size=rng_size, privacy=cfg["privacy"])
 
     # the network: training mixing weights, the process, the exchange
     n_train = None if packed is None else packed.n_train
     net = build_network(G, topo_cfg["mixing"], holdout, n_train, weights=W)
-    gossip_operator, mixing = make_mixing(*net.mixing, n, topo_cfg["operator"])
+    exchange = plan_exchange(cfg, needs)
+    adversary = getattr(exchange, "adversary", None)
+    operator = topo_cfg["operator"]
+    if adversary is not None and adversary.needs_table and exchange.kind == "average":
+        operator = "sparse"  # robust rules and ALIE read the (N, K) neighbour table
+    gossip_operator, mixing = make_mixing(*net.mixing, n, operator)
     samples = np.zeros(n)
     if work is not None and packed is not None:
         per = (
@@ -432,7 +441,6 @@ def assemble(cfg: Config, *, graph=None, mixing=None) -> Parts:
             else np.minimum(work.steps * work.batch_size, 10**12)
         )
         samples = per * needs.copies
-    exchange = plan_exchange(cfg, needs)
     process, arrays = build_process(
         cfg,
         net,
@@ -450,7 +458,7 @@ def assemble(cfg: Config, *, graph=None, mixing=None) -> Parts:
             [[h["kind"], h["width"]] for h in task.heads],
         ],
         None if packed is None else list(packed.feature_shape),
-        None if work is None else work.rng_size,
+        None if work is None else [work.rng_size, work.clip_norm, work.noise],
     ]
     build_tuner = None
     if alg_cfg.get("finetune_epochs", 0) > 0:  # only algorithms that train have the key
@@ -477,6 +485,13 @@ def assemble(cfg: Config, *, graph=None, mixing=None) -> Parts:
         if needs.relation == "similarity":  # one exchange of each node's data statistics
             values = int(np.prod(packed.feature_shape)) * max(task.num_classes, 1)
             setup_bytes = net.degree * values * BYTES_PER_VALUE
+    # Byzantine nodes: a fixed set drawn from the seed (none with a redraw or no attack)
+    att = cfg["attack"]
+    byzantine = np.zeros(n, dtype=bool)
+    if att["kind"] != "none" and not att["redraw"]:
+        byzantine = fixed_byzantine(run_cfg["seed"], ~holdout, att["fraction"])
+    if att["kind"] == "label_flip" and packed is not None:
+        flip_labels(packed, byzantine, task)
     self_weight, sends = static_mixing_facts(net)
     inputs = RoundInputs(
         active=jnp.asarray(~holdout),
@@ -485,6 +500,7 @@ def assemble(cfg: Config, *, graph=None, mixing=None) -> Parts:
         relation=None if relation is None else jnp.asarray(relation),
         gamma=jnp.float32(cfg["compression"]["gamma"]),
         message_bytes=jnp.float32(0.0),  # set once the message's shapes are known
+        adversary=None if adversary is None else attack_inputs(cfg, byzantine),
     )
     borrow = None
     if holdout.any():
@@ -518,6 +534,7 @@ def assemble(cfg: Config, *, graph=None, mixing=None) -> Parts:
         setup_bytes=setup_bytes,
         lrs=lrs,
         node_labels=labels,
+        byzantine=byzantine,
     )
 
 

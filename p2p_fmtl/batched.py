@@ -127,12 +127,11 @@ def run_batch(
     borrow = None if sims[0].borrow is None else _stack([s.borrow for s in sims])
     carry = _stack([s.carry for s in sims])
     inputs = _stack([s.inputs for s in sims])
+    honest = _stack([s.honest for s in sims])  # training nodes that are not Byzantine
 
     def eval_all():
         tune = None if not sims[0].finetune_epochs else _stack([s.tuning() for s in sims])
-        out = engine.evaluate_batch(
-            carry.state, layout, inputs.active, borrow, tune, shared_layout=shared
-        )
+        out = engine.evaluate_batch(carry.state, layout, honest, borrow, tune, shared_layout=shared)
         for i, s in enumerate(sims):
             s.record({k: v[i] for k, v in out.items()})
 

@@ -3,9 +3,10 @@
 A worker (``python -m p2p_fmtl.bench --worker SPEC_JSON``) builds one
 :class:`~p2p_fmtl.runner.Simulation`, warms it up with one ``advance(k)`` (compilation
 happens there), times ``repeats`` more ``advance(k)`` calls, evaluates once, measures a
-float32 matmul peak and prints ONE JSON line.  Threads: ``"1"`` pins it to one CPU with
-XLA's multi-threaded Eigen off; ``"all"`` leaves the defaults; ``"devices"`` shards the
-node axis over one single-threaded CPU device per usable core (``run.devices``).
+float32 matmul peak and a copy bandwidth (:func:`copy_bandwidth_gbs`), and prints ONE
+JSON line.  Threads: ``"1"`` pins it to one CPU with XLA's multi-threaded Eigen off;
+``"all"`` leaves the defaults; ``"devices"`` shards the node axis over one
+single-threaded CPU device per usable core (``run.devices``).
 
 The command times D-EM and D-SGD on FedEM synthetic data (:func:`recipe_config`) or any
 ``--config FILE`` and prints a markdown table.  The full grid, FLOP/s and the comparison
@@ -38,6 +39,7 @@ DEFAULTS |= {"repeats": 5, "n_test": 1000}
 QUICK = {"sizes": [30, 300], "algorithms": ["dem"], "threads": ["1"], "repeats": 3, "n_test": 100}
 ROUNDS_PER_CALL = 2
 PEAK_SIZE, PEAK_REPEATS = 2048, 5
+COPY_MB, COPY_REPEATS = 256, 5
 TIMEOUT_S = 20 * 60
 OTHER_LOAD_ABOVE = 0.25  # cores kept busy by other processes while a worker ran
 DISTURBED_BELOW = 0.9  # CPU / wall of a single-thread worker during its timed calls
@@ -178,6 +180,24 @@ def matmul_peak_gflops(size: int = PEAK_SIZE, repeats: int = PEAK_REPEATS) -> fl
     return 2.0 * size**3 / statistics.median(times) / 1e9
 
 
+def copy_bandwidth_gbs(megabytes: int = COPY_MB, repeats: int = COPY_REPEATS) -> float:
+    """GB/s of a jitted float32 ``x + 1`` over ``megabytes`` MB, far above the caches'
+    sizes: every byte read once and written once, so 2 · bytes / median time.  The input
+    is donated (written in place), so no call pays page faults for a fresh output."""
+    import jax
+    import jax.numpy as jnp
+
+    n = megabytes * 2**20 // 4
+    f = jax.jit(lambda a: a + 1.0, donate_argnums=0)
+    x = f(jnp.zeros((n,), jnp.float32)).block_until_ready()
+    times = []
+    for _ in range(max(repeats, 1)):
+        t0 = time.perf_counter()
+        x = f(x).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return 2.0 * 4 * n / statistics.median(times) / 1e9
+
+
 def run_worker_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Run one configuration in THIS process and return its result row.  ``spec``:
     ``config``, ``threads`` and optionally ``overrides``, ``cpu``, ``rounds_per_call``,
@@ -214,6 +234,7 @@ def run_worker_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         row["eval_error"] = f"{type(e).__name__}: {e}"[:300]
     peak = (int(spec.get("peak_size", PEAK_SIZE)), int(spec.get("peak_repeats", PEAK_REPEATS)))
     row["peak_gflops"] = matmul_peak_gflops(*peak)
+    row["copy_gbs"] = copy_bandwidth_gbs(int(spec.get("copy_mb", COPY_MB)))
     return row
 
 
@@ -257,7 +278,17 @@ def _describe(sim: Any, cfg: Mapping[str, Any]) -> dict[str, Any]:
         "devices": int(sim.devices),
         "node_chunks": list(getattr(packed, "chunks", ()) or ()),
         "dummy_nodes": int(getattr(packed, "dummy_nodes", 0) or 0),
+        "train_row_bytes": _row_bytes(buckets[0]) if buckets else None,
     }
+
+
+def _row_bytes(bucket: Any) -> int:
+    """Bytes of one training row as stored: its features and its label."""
+    import numpy as np
+
+    x, y = bucket.x_train, bucket.y_train
+    feat = int(np.prod(x.shape[2:], dtype=np.int64)) * np.dtype(x.dtype).itemsize
+    return feat + int(np.prod(y.shape[2:], dtype=np.int64)) * np.dtype(y.dtype).itemsize
 
 
 # --------------------------------------------------------------------------- the parent

@@ -40,6 +40,7 @@ from .algorithms import ALGORITHMS, algorithm_keys, needs_of
 from .errors import ConfigError, did_you_mean, unknown_name
 from .schema import (  # noqa: F401  (re-exported: the schema's names, as before)
     AGGREGATION_KEYS,
+    ATTACK_KEYS,
     COMPRESSION_KEYS,
     COST_KEYS,
     DEFAULT_ALGORITHM,
@@ -48,6 +49,7 @@ from .schema import (  # noqa: F401  (re-exported: the schema's names, as before
     GOSSIP_KEYS,
     MODEL_KEYS,
     OPTIMIZER_KEYS,
+    PRIVACY_KEYS,
     RUN_KEYS,
     SECTIONS,
     TOPOLOGY_KEYS,
@@ -115,6 +117,10 @@ def _section_schema(section: str, name: str | None) -> dict[str, Key]:
         return dict(COMPRESSION_KEYS)
     if section == "cost":
         return dict(COST_KEYS)
+    if section == "attack":
+        return dict(ATTACK_KEYS)
+    if section == "privacy":
+        return dict(PRIVACY_KEYS)
     common = {
         "topology": TOPOLOGY_KEYS,
         "data": {
@@ -236,9 +242,13 @@ def _check_combinations(cfg: dict[str, dict[str, Any]], raw: Mapping[str, Any]) 
         _check_training(alg)
         _check_finetune(alg, spec)
     _check_network(cfg)
+    from .adversary import check_attack
     from .exchange import check_settings
+    from .privacy import check_privacy
 
     check_settings(cfg, needs_of(alg))
+    check_attack(cfg, spec)
+    check_privacy(cfg, spec)
     if not spec.uses_data:
         data_name = raw.get("data", {}).get("name")
         if data_name not in (None, "none"):

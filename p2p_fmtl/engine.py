@@ -11,6 +11,9 @@ have a leading axis of size N.  There is ONE round for every network::
     ledger += messages each node sent;  seconds += the cost model's round time
     work   += samples each node processed (the cost model's energy, when carried)
 
+Byzantine nodes and robust aggregation live in the exchange (``inputs.adversary``: the
+fixed set, fraction, scales, trim and clipping radius, all data).
+
 The static graph is the trivial network process (the fixed W, every node alive): the
 same round, with nothing drawn.  ``lax.scan`` runs ``eval_every`` rounds per compiled
 call, so Python is touched once per chunk.  Data, the network's arrays, rates and the
@@ -163,6 +166,9 @@ class RoundInputs(NamedTuple):
     relation: Any  # (N, K) relation weights a_ij of the neighbour table, or None
     gamma: Any  # () CHOCO / DeepSqueeze consensus step
     message_bytes: Any  # () bytes of one message (the cost model's transfers)
+    # Byzantine nodes and robust aggregation (:class:`~p2p_fmtl.adversary.AttackInputs`),
+    # or None: no attack, no robust rule
+    adversary: Any = None
 
 
 class Carry(NamedTuple):
@@ -254,6 +260,7 @@ class Engine:
         n = inputs.active.shape[0]
         key, node_keys, k_net, k_ex = round_keys(key, n)
         rn = round_network(self.process, inputs.static, inputs.net, t, k_net, away, inputs.active)
+        adv = inputs.adversary
         now = True if self.every == 1 else (t + 1) % self.every == 0
 
         def where(mask, new, old):
@@ -266,7 +273,7 @@ class Engine:
         inbox = None
         if needs.exchange == "inbox":
             inbox, new_ex, sent = ex.receive(
-                self.message(state), rn, ex_state, k_ex, inputs.net, inputs.relation
+                self.message(state), rn, ex_state, k_ex, inputs.net, inputs.relation, adv
             )
             if now is not True:
                 inbox = inbox._replace(weights=inbox.weights * now)
@@ -274,13 +281,13 @@ class Engine:
         state = where(rn.alive, new, state)  # dead and held-out nodes do nothing
         if needs.exchange == "combine":
             inbox, new_ex, sent = ex.receive(
-                self.message(state), rn, ex_state, k_ex, inputs.net, inputs.relation
+                self.message(state), rn, ex_state, k_ex, inputs.net, inputs.relation, adv
             )
             new = jax.vmap(alg.combine, in_axes=(0, 0, None))(state, inbox, lr)
             state = where(rn.alive & now, new, state)
         elif needs.exchange == "average":
             mixed, new_ex, sent = ex.average(
-                alg.shared(state), rn, ex_state, k_ex, inputs.net, inputs.gamma
+                alg.shared(state), rn, ex_state, k_ex, inputs.net, inputs.gamma, adv
             )
             state = where(now, alg.replace_shared(state, mixed), state)
         if now is not True:

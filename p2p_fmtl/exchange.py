@@ -35,6 +35,12 @@ dead link or node contributes nothing this round; gossip re-weights, an inbox sh
 neighbour with weight 0); in rounds without gossip nothing is sent and an inbox is empty.
 CHOCO's public copies (gossip or inbox) must be what *every* neighbour holds, so CHOCO
 runs only where every message of the static graph arrives.
+
+Byzantine senders and robust aggregation (:mod:`p2p_fmtl.adversary`): ``gossip`` and
+``inbox`` carry an :class:`~p2p_fmtl.adversary.Adversary`; Byzantine rows of what is sent
+are replaced before anyone reads them, and gossip's ``W x`` becomes the robust rule over
+each node's own value and its live neighbours' messages.  With a redraw each round, the
+exchange's state counts the gossip rounds each node was Byzantine.
 """
 
 from __future__ import annotations
@@ -45,6 +51,15 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
+from .adversary import (
+    Adversary,
+    AttackInputs,
+    corrupt,
+    plan_adversary,
+    robust_mix,
+    round_byzantine,
+    table_neighbours,
+)
 from .algorithms.base import Inbox, Needs
 from .compress import compressor, tree_message_bytes
 from .errors import ConfigError
@@ -172,14 +187,19 @@ class Gossip(Exchange):
 
     name: ClassVar[str] = "gossip"
     push_sum: bool = False
+    adversary: Adversary | None = None  # Byzantine senders, robust aggregation
 
     def init(self, message, n: int):
+        if self.adversary is not None and self.adversary.redraw:
+            return jnp.zeros((n,), jnp.int32)  # gossip rounds each node was Byzantine
         return jnp.ones((n,), jnp.float32) if self.push_sum else None
 
     def message_bytes(self, message) -> int:
         return super().message_bytes(message) + (PUSH_SUM_Y_BYTES if self.push_sum else 0)
 
-    def average(self, x, rn, state, key, arr, gamma):
+    def average(self, x, rn, state, key, arr, gamma, adv=None):
+        if self.adversary is not None:
+            return self._adversarial(x, rn, state, key, adv)
         if not self.push_sum:
             return mix(x, rn.mixing), state, rn.sends
         y = state
@@ -187,6 +207,30 @@ class Gossip(Exchange):
         y_new = mix(y, rn.mixing)
         z = jax.tree.map(lambda a: a / _bcast(y_new, a).astype(a.dtype), num)
         return z, y_new, rn.sends
+
+    def _adversarial(self, x, rn, state, key, adv: AttackInputs):
+        """Gossip with Byzantine senders and / or a robust rule (:mod:`p2p_fmtl.adversary`):
+        Byzantine rows of what is sent are replaced; every node mixes (or robustly
+        aggregates) the messages of its live neighbours with its own true value."""
+        a = self.adversary
+        byz = round_byzantine(a, adv, key, rn.alive)
+        op = rn.mixing
+        sent = x
+        if a.attacks_messages:
+            if a.kind == "alie":
+                sent = corrupt(a, adv, x, byz, key, op.senders, table_neighbours(op))
+            else:
+                sent = corrupt(a, adv, x, byz, key)
+        if a.robust != "none":
+            out = robust_mix(a, adv, sent, x, op, byz)
+        else:  # W x with one's own true value: W sent + W_ii (x_i − sent_i)
+            sw = rn.self_weight
+            out = jax.tree.map(
+                lambda m, v, s: m + _bcast(sw, v).astype(v.dtype) * (v - s), mix(sent, op), x, sent
+            )
+        if a.redraw:
+            state = state + byz.astype(jnp.int32)
+        return out, state, rn.sends
 
 
 @dataclass(frozen=True)
@@ -219,7 +263,7 @@ class Pairwise(Exchange):
             )
         return None
 
-    def average(self, x, rn, state, key, arr, gamma):
+    def average(self, x, rn, state, key, arr, gamma, adv=None):
         n = rn.alive.shape[0]
         logits = jnp.where(rn.edge_alive, 0.0, -jnp.inf)
         any_edge = jnp.any(rn.edge_alive)
@@ -296,7 +340,7 @@ class Choco(_Compressing):
     def init(self, message, n: int):
         return jax.tree.map(jnp.zeros_like, message)
 
-    def average(self, x, rn, public, key, arr, gamma):
+    def average(self, x, rn, public, key, arr, gamma, adv=None):
         q = _masked(rn.alive, self.compress(jax.tree.map(jnp.subtract, x, public), key))
         public = jax.tree.map(jnp.add, public, q)
         mixed = mix(public, rn.mixing)
@@ -325,7 +369,7 @@ class Compressed(_Compressing):
     def init(self, message, n: int):
         return jax.tree.map(jnp.zeros_like, message) if self.error_feedback else None
 
-    def average(self, x, rn, err, key, arr, gamma):
+    def average(self, x, rn, err, key, arr, gamma, adv=None):
         if self.error_feedback:
             v = jax.tree.map(jnp.add, x, err)
             q = self.compress(v, key)
@@ -351,6 +395,7 @@ class InboxExchange(_Compressing):
     reads_edges: ClassVar[bool] = True
     method: str = "none"  # none | plain | choco
     live_mixing: bool = False  # relation = the round's W_ij (the network changes)
+    adversary: Adversary | None = None  # Byzantine senders (message attacks)
 
     @staticmethod
     def refusal(s: Settings) -> str | None:
@@ -372,9 +417,11 @@ class InboxExchange(_Compressing):
         return None
 
     def init(self, message, n: int):
+        if self.adversary is not None and self.adversary.redraw:
+            return jnp.zeros((n,), jnp.int32)  # rounds each node was Byzantine
         return jax.tree.map(jnp.zeros_like, message) if self.method == "choco" else None
 
-    def receive(self, message, rn, public, key, arr, relation):
+    def receive(self, message, rn, public, key, arr, relation, adv=None):
         alive = rn.alive
         live = rn.edge_alive[arr.edge] & alive[:, None] & alive[arr.index]
         base = rn.edge_w[arr.edge] if self.live_mixing else relation
@@ -387,6 +434,12 @@ class InboxExchange(_Compressing):
             sent = public
         else:
             sent = message
+        a = self.adversary
+        if a is not None:  # uncompressed only (adversary.check_attack)
+            byz = round_byzantine(a, adv, key, alive)
+            sent = corrupt(a, adv, message, byz, key, arr.index, live)
+            if a.redraw:
+                public = public + byz.astype(jnp.int32)
         models = jax.tree.map(lambda a: a[arr.index], sent)
         return Inbox(models, weights), public, jnp.sum(live, axis=1, dtype=jnp.int32)
 
@@ -453,8 +506,9 @@ def plan_exchange(cfg, needs: Needs) -> Exchange:
     comp = cfg["compression"]
     if cls is NoExchange:
         return NoExchange()
+    adversary = plan_adversary(cfg)
     if cls is Gossip:
-        return Gossip(push_sum=s.schedule in DIRECTED and bool(s.losses))
+        return Gossip(push_sum=s.schedule in DIRECTED and bool(s.losses), adversary=adversary)
     if cls is Pairwise:
         return Pairwise(ticks=cfg["algorithm"]["gossip_ticks"])
     if cls is Choco:
@@ -464,7 +518,10 @@ def plan_exchange(cfg, needs: Needs) -> Exchange:
     method = comp["method"] if s.compressed else "none"
     changing = s.schedule != "static" or bool(s.losses)
     return InboxExchange.from_config(
-        comp, method=method, live_mixing=needs.relation == "mixing" and changing
+        comp,
+        method=method,
+        live_mixing=needs.relation == "mixing" and changing,
+        adversary=adversary,
     )
 
 

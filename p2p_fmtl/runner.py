@@ -139,6 +139,11 @@ class Simulation:
         n = self.n_nodes = parts.n
         self.rounds = cfg["run"]["rounds"]
         self.gossip_nnz = 0 if self.needs.exchange == "none" else len(self.network.mixing.weights)
+        # the fixed Byzantine set ([attack]; all False when redrawn each round): metrics
+        # and the consensus distance are over the honest training nodes
+        byz = parts.byzantine
+        self.byzantine = np.zeros(n, bool) if byz is None else np.asarray(byz, dtype=bool)
+        self.honest = self.inputs.active & jnp.asarray(~self.byzantine)
 
         key = jax.random.PRNGKey(cfg["run"]["seed"])
         k_init, key = jax.random.split(key)
@@ -289,6 +294,7 @@ class Simulation:
         )
         if self.borrow is not None:
             self.borrow = put(self.borrow)
+        self.honest = put(self.honest)
         # the parts keep the placed arrays only (one copy of the data)
         parts = self.parts
         parts.layout, parts.packed, parts.inputs = self.layout, self.packed, self.inputs
@@ -349,7 +355,7 @@ class Simulation:
 
     def evaluate(self) -> dict[str, Any]:
         """Evaluate now; append and return one metrics row."""
-        args = self.state, self.layout, self.active, self.borrow, self.tuning()
+        args = self.state, self.layout, self.honest, self.borrow, self.tuning()
         if multiprocess():  # the engine's numpy copies need every process's shard
             ev = to_host(self.engine.evaluate_on_devices(*args))
         else:
@@ -377,7 +383,7 @@ class Simulation:
         t, metric, packed = self.round, self.metric, self.packed
         row: dict[str, Any] = {"round": t}
         if "test_score" in ev:
-            seen = ~self.holdout
+            seen = ~self.holdout & ~self.byzantine  # the honest nodes that train
             if self.task.heads:  # one column per head, over the nodes doing that task
                 row.update(self._per_head(ev["test_score"], seen, "test"))
                 if "unseen_score" in ev:
@@ -595,8 +601,22 @@ class Simulation:
         return None
 
     # ------------------------------------------------------------------ results
+    def epsilons(self) -> np.ndarray | None:
+        """Each node's epsilon after the rounds run so far (``privacy.delta``; dp-accounting),
+        or ``None`` without ``privacy.enabled``."""
+        from .privacy import node_epsilons
+
+        return node_epsilons(self.cfg, self.n_train, self.round, self.holdout)
+
     def result(self) -> RunResult:
         ev, n, metric = self.last_eval, self.n_nodes, self.metric
+        eps = self.epsilons()
+        attack = self.cfg["attack"]
+        attacked = attack["kind"] != "none"
+        # attack.redraw: the gossip rounds each node was Byzantine (the exchange counts them)
+        redrawn = (
+            np.asarray(to_host(self.carry.exchange)) if attacked and attack["redraw"] else None
+        )
         nodes = []
         for i in range(n):
             row: dict[str, Any] = {"node": i}
@@ -619,6 +639,12 @@ class Simulation:
                 messages_sent=int(self.msgs_sent[i]),
                 bytes_sent=int(sent),
             )
+            if eps is not None:
+                row["epsilon"] = float(eps[i])
+            if attacked:
+                row["byzantine"] = int(self.byzantine[i])
+                if redrawn is not None:
+                    row["byzantine_rounds"] = int(redrawn[i])
             nodes.append(row)
         final = self.history[-1]
         cfg = self.cfg
@@ -648,6 +674,11 @@ class Simulation:
             "jax_backend": jax.default_backend(),
             "jax_version": jax.__version__,
         }
+        if attacked:  # metrics above are over the honest nodes
+            summary["byzantine_nodes"] = np.flatnonzero(self.byzantine).tolist()
+        if eps is not None:  # privacy.enabled: each node's epsilon at privacy.delta
+            summary["epsilon_max"] = float(eps.max(initial=0.0))
+            summary["delta"] = cfg["privacy"]["delta"]
         if self.finetune_epochs:  # scores and train losses are of fine-tuned copies
             summary["finetune_epochs"] = self.finetune_epochs
         labels = getattr(self.parts, "node_labels", None)

@@ -21,7 +21,18 @@ from .errors import ConfigError, unknown_name
 
 DEFAULT_DATA = "fedem_synthetic"
 DEFAULT_ALGORITHM = "dsgd"
-SECTIONS = ("run", "topology", "data", "model", "algorithm", "faults", "compression", "cost")
+SECTIONS = (
+    "run",
+    "topology",
+    "data",
+    "model",
+    "algorithm",
+    "faults",
+    "compression",
+    "cost",
+    "attack",
+    "privacy",
+)
 
 
 # --------------------------------------------------------------------------- key specs
@@ -345,6 +356,39 @@ COST_KEYS = {
     ),
 }
 
+ATTACK_KEYS = {
+    "kind": Key(
+        "none",
+        "str",
+        choices=("none", "sign_flip", "gaussian", "alie", "label_flip"),
+        help="what Byzantine nodes do: send -scale x their model, Gaussian noise of std "
+        "scale, 'a little is enough' (Baruch et al. 2019) from their neighbours' "
+        "statistics, or train on flipped labels (honest protocol)",
+    ),
+    "fraction": Key(0.0, "float", lo=0.0, hi=1.0, help="share of the nodes that are Byzantine"),
+    "redraw": Key(False, "bool", help="draw the Byzantine nodes anew every round"),
+    "scale": Key(1.0, "float", lo=0.0, help="sign_flip: k in -k x; gaussian: the noise's std"),
+    "z": Key(
+        0.0,
+        "float",
+        lo=0.0,
+        help="alie: standard deviations below the neighbours' mean (0: the paper's z_max "
+        "from the neighbourhood size and the Byzantine share)",
+    ),
+}
+
+PRIVACY_KEYS = {
+    "enabled": Key(False, "bool", help="DP-SGD local training with a per-node privacy budget"),
+    "clip_norm": Key(1.0, "float", lo=0.0, lo_open=True, help="per-sample gradient clipping C"),
+    "noise_multiplier": Key(
+        1.0, "float", lo=0.0, help="Gaussian noise std / clip_norm (sigma); above 0 when enabled"
+    ),
+    "delta": Key(1e-5, "float", lo=0.0, hi=1.0, lo_open=True, help="delta of (epsilon, delta)-DP"),
+    "accountant": Key(
+        "rdp", "str", choices=("rdp", "pld"), help="dp-accounting's RDP or PLD accountant"
+    ),
+}
+
 AGGREGATION_KEYS = {  # dsgd and graph_mtl (p2p_fmtl/aggregation.py)
     "aggregation": Key(
         "average",
@@ -366,6 +410,28 @@ GOSSIP_KEYS = {
         1, "int", lo=1, hi=INT32_MAX, help="pairwise: random edges averaged per round"
     ),
     "gossip_every": Key(1, "int", lo=1, hi=INT32_MAX, help="gossip only every k rounds"),
+    "robust": Key(
+        "none",
+        "str",
+        choices=("none", "clipped_gossip", "trimmed_mean", "median"),
+        help="robust aggregation of what a node receives: self-centered clipping (He et "
+        "al. 2022), coordinate-wise trimmed mean or median over the neighbourhood",
+    ),
+    "trim": Key(1, "int", lo=0, hi=INT32_MAX, help="trimmed_mean: values cut at each end (b)"),
+    "clip_radius": Key(
+        0.0,
+        "float",
+        lo=0.0,
+        help="clipped_gossip: the clipping radius tau (0: by algorithm.clip_rule)",
+    ),
+    "clip_rule": Key(
+        "theorem",
+        "str",
+        choices=("theorem", "farthest"),
+        help="clipped_gossip with clip_radius = 0: the radius of the paper's theorem (reads "
+        "who is Byzantine: an oracle) or its code's practical rule (clip the algorithm.trim "
+        "farthest neighbours)",
+    ),
 }
 
 

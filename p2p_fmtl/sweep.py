@@ -116,6 +116,7 @@ FINAL_METRICS = (
     "spectral_gap",
     "seconds_per_round",
     "wall_s",
+    "epsilon_max",  # privacy.enabled: the largest epsilon of a node
 )
 _ID_TEXT_MAX = 96
 

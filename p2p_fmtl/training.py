@@ -17,6 +17,23 @@ per-sample weights ``w`` (all ones for plain SGD, responsibilities for D-EM).
 A straggler (``budget`` f < 1, drawn by the network process) takes the first
 :func:`straggler_steps` of its steps: ``f · T`` rounded stochastically, so its work is
 unbiased at any step count T, even T = 1.
+
+**DP-SGD** (``LocalWork.clip_norm`` set: ``[privacy] enabled``; Abadi et al., "Deep
+Learning with Differential Privacy", CCS 2016).  The node takes the same number of steps
+(and a straggler the same first steps), but each step draws a Poisson sample: every real
+row independently with probability ``q = min(1, B / count)`` (padding never), so the
+batch size varies around ``q · count``.  The step's gradient is the sum over the sample of
+the per-sample gradients (of ``w_s ℓ_s``), each clipped to L2 norm ≤ C over the whole
+parameter pytree, plus Gaussian noise of std ``σ C`` on every coordinate, divided by the
+EXPECTED batch size ``q · count`` (a constant, as in Opacus); the optimizer then applies
+it, so momentum and weight decay act on the noised gradient.  A step whose sample happens
+to be empty still applies the noise (skipping it would reveal the sample's size).  Under
+``jit`` the shapes are fixed: a step computes the per-sample gradients of all ``S``
+padded rows (in chunks of ``B``) and masks them, so its cost grows with ``S``.  The masks
+and the noise come from the node's round key and the step's index (drawn at
+``rng_size`` and truncated), so batched, sharded, bucketed and unbucketed runs draw the
+same numbers; a ``noise_stream`` gives models trained on the same samples noises of
+their own.  :mod:`p2p_fmtl.privacy` turns the steps into each node's ε.
 """
 
 from __future__ import annotations
@@ -32,6 +49,7 @@ import optax
 from .optim import set_learning_rate
 
 STRAGGLE_SALT = 0x73747261  # a straggler's rounding draw: fold_in(node key, STRAGGLE_SALT)
+DP_SALT = 0x64707367  # DP-SGD's samples and noise: fold_in(fold_in(node key, DP_SALT), step)
 
 
 class LocalWork(NamedTuple):
@@ -40,16 +58,33 @@ class LocalWork(NamedTuple):
     ``rng_size`` is the largest training set in the network: shuffles are drawn at that
     size and truncated, so a node's batches do not depend on how its data were padded
     (bucketed and unbucketed layouts give identical results).
+
+    ``clip_norm`` (C) and ``noise`` (σ): DP-SGD when ``clip_norm`` is set (see the module
+    docstring), plain minibatch SGD when it is ``None``.
     """
 
     batch_size: int
     epochs: int
     steps: int
     rng_size: int = 0
+    clip_norm: float | None = None
+    noise: float = 0.0
+
+    @property
+    def private(self) -> bool:
+        return self.clip_norm is not None
 
     @classmethod
-    def from_config(cls, alg: dict[str, Any], rng_size: int = 0) -> LocalWork:
-        return cls(alg["batch_size"], alg["local_epochs"], alg["local_steps"], rng_size)
+    def from_config(
+        cls, alg: dict[str, Any], rng_size: int = 0, privacy: dict[str, Any] | None = None
+    ) -> LocalWork:
+        """From the ``[algorithm]`` section and, when it is enabled, ``[privacy]``."""
+        work = cls(alg["batch_size"], alg["local_epochs"], alg["local_steps"], rng_size)
+        if privacy and privacy["enabled"]:
+            work = work._replace(
+                clip_norm=float(privacy["clip_norm"]), noise=float(privacy["noise_multiplier"])
+            )
+        return work
 
 
 def _epoch_order(key, count, size, rng_size):
@@ -109,17 +144,28 @@ def local_sgd(
     optimizer: optax.GradientTransformation,
     work: LocalWork,
     budget: jax.Array | None = None,
+    noise_stream: Any = 0,
 ):
     """Run one round of local work; return ``(params, opt_state, mean batch loss)``.
 
     ``per_sample_loss(params, xb, yb) -> (B,)``.  ``weights`` is ``(S,)`` or ``None``.
     ``budget`` (a straggler's fraction f of its work this round): only the first
     :func:`straggler_steps` of the node's real steps are taken, the rest are skipped
-    like empty batches.
+    like empty batches.  With ``work.private`` every step is a DP-SGD step
+    (:func:`poisson_sample`, :func:`private_gradient`).  ``noise_stream`` (an int, may be
+    traced) selects the DP noise, not the samples: several models trained on the same
+    Poisson samples (the same ``key``) must each draw noise of their own (Ditto's w and v,
+    D-EM's components), else the difference of their updates would be noise-free.
     """
     size = x.shape[0]
     opt_state = set_learning_rate(opt_state, lr)
     w_all = jnp.ones((size,), jnp.float32) if weights is None else weights
+
+    def apply(params, opt_state, grads, take):
+        updates, new_opt = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        keep = lambda new, old: jnp.where(take, new, old)  # noqa: E731
+        return jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_opt, opt_state)
 
     def step(carry, batch):
         params, opt_state = carry
@@ -131,17 +177,80 @@ def local_sgd(
             return jnp.sum(wb * per_sample_loss(p, xb, yb)) / n_real
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, new_opt = optimizer.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
         nonempty = valid.sum() > 0
-        keep = lambda new, old: jnp.where(nonempty, new, old)  # noqa: E731
-        carry = (jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_opt, opt_state))
-        return carry, (loss, nonempty)
+        return apply(params, opt_state, grads, nonempty), (loss, nonempty)
+
+    def private_step(carry, batch):
+        params, opt_state = carry
+        step_key, active = batch
+        mask, noise_key = poisson_sample(step_key, count, size, work)
+        noise_key = jax.random.fold_in(noise_key, noise_stream)
+        grads, loss = private_gradient(
+            per_sample_loss, params, x, y, w_all, mask, noise_key, count, work
+        )
+        return apply(params, opt_state, grads, active > 0), (loss, active)
 
     (params, opt_state), mean_loss = scan_batches(
-        step, (params, opt_state), key, count, size, work, budget
+        private_step if work.private else step, (params, opt_state), key, count, size, work, budget
     )
     return params, opt_state, mean_loss
+
+
+def poisson_sample(step_key, count, size: int, work: LocalWork):
+    """A DP-SGD step's Poisson sample of the node's real rows, each included with
+    probability ``q = min(1, B / count)`` (padding rows never): a ``(size,)`` float mask,
+    and the key of the step's noise.  Drawn at ``rng_size`` and truncated, so the mask
+    of the real rows does not depend on the padding."""
+    k_mask, k_noise = jax.random.split(step_key)
+    q = jnp.minimum(1.0, work.batch_size / jnp.maximum(count, 1))
+    u = jax.random.uniform(k_mask, (max(work.rng_size, size),))[:size]
+    return ((u < q) & (jnp.arange(size) < count)).astype(jnp.float32), k_noise
+
+
+def private_gradient(per_sample_loss, params, x, y, loss_weights, mask, key, count, work):
+    """DP-SGD's gradient ``(Σ_s mask_s clip_C(∇ w_s ℓ_s) + N(0, σ²C² I)) / (q · count)``.
+
+    Per-sample gradients (a vmap of ``grad`` over single rows) are clipped to L2 norm
+    ≤ C over the whole parameter pytree; the rows go in chunks of B, which bounds the
+    per-sample gradients held at once to B copies of the parameters.  The divisor is the
+    expected batch size ``q · count = min(B, count)``, not the sample's size (that would
+    depend on the data).  Returns ``(gradient, mean loss over the sample)``.
+    """
+    size = x.shape[0]
+    c = min(work.batch_size, size)
+    chunks = -(-size // c)
+    rows = jnp.minimum(jnp.arange(chunks * c), size - 1).reshape(chunks, c)
+    masks = jnp.pad(mask, (0, chunks * c - size)).reshape(chunks, c)
+
+    def clipped(xs, ys, ws):
+        def loss(p):
+            return ws * per_sample_loss(p, xs[None], ys[None])[0]
+
+        value, g = jax.value_and_grad(loss)(params)
+        norm = jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(g)))
+        scale = jnp.minimum(1.0, work.clip_norm / jnp.maximum(norm, 1e-12))
+        return value, jax.tree.map(lambda leaf: leaf * scale, g)
+
+    def chunk(acc, xs):
+        idx, m = xs
+        values, g = jax.vmap(clipped)(x[idx], y[idx], loss_weights[idx])
+        total = jax.tree.map(lambda a, gl: a + jnp.tensordot(m, gl, axes=1), acc[0], g)
+        return (total, acc[1] + jnp.sum(m * values)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (total, loss_sum), _ = jax.lax.scan(chunk, (zeros, jnp.zeros(())), (rows, masks))
+    if work.noise > 0:
+        leaves, treedef = jax.tree.flatten(total)
+        std = work.noise * work.clip_norm
+        keys = jax.random.split(key, len(leaves))
+        leaves = [
+            leaf + std * jax.random.normal(k, leaf.shape, leaf.dtype)
+            for leaf, k in zip(leaves, keys, strict=True)
+        ]
+        total = jax.tree.unflatten(treedef, leaves)
+    expected = jnp.minimum(work.batch_size, jnp.maximum(count, 1)).astype(jnp.float32)
+    grads = jax.tree.map(lambda leaf: leaf / expected, total)
+    return grads, loss_sum / jnp.maximum(mask.sum(), 1.0)
 
 
 def scan_batches(step, carry, key, count, size: int, work, budget=None):
@@ -151,13 +260,25 @@ def scan_batches(step, carry, key, count, size: int, work, budget=None):
     indexes the node's samples, ``valid`` (B,) marks the real ones; ``used`` says whether
     the step took a real batch.  Returns ``(carry, mean loss over the steps taken)``.
     Algorithms whose step is not one optimizer update (pFedMe's inner solve) scan it too,
-    so their batches are D-SGD's."""
+    so their batches are D-SGD's.
+
+    With ``work.private`` (DP-SGD) the step gets ``(step_key, active)`` instead: the key
+    of its Poisson sample and noise (:func:`poisson_sample`) and whether the node takes
+    the step (1.0) or skips it (0.0): the same number of steps, and straggler cut-off,
+    as without privacy; a node without data takes none."""
     b = min(work.batch_size, size)
     per_epoch = jnp.maximum(-(-count // b), 1)
     total = work.epochs * per_epoch if work.epochs > 0 else work.steps
     limit = total if budget is None else straggler_steps(budget, total, key)
 
-    if work.epochs > 0:
+    if work.private:
+        n_steps = work.epochs * -(-size // b) if work.epochs > 0 else work.steps
+        k = jnp.arange(n_steps)
+        dp_key = jax.random.fold_in(key, DP_SALT)
+        step_keys = jax.vmap(lambda i: jax.random.fold_in(dp_key, i))(k)
+        active = ((k < total) & (k < limit) & (count > 0)).astype(jnp.float32)
+        carry, (losses, used) = jax.lax.scan(step, carry, (step_keys, active))
+    elif work.epochs > 0:
         n_batches = -(-size // b)
         pos = jnp.arange(n_batches * b).reshape(n_batches, b)
 
@@ -188,7 +309,17 @@ def scan_batches(step, carry, key, count, size: int, work, budget=None):
 
 
 def train_on_node(
-    data, params, opt_state, key, lr, *, per_sample_loss, optimizer, work, weights=None
+    data,
+    params,
+    opt_state,
+    key,
+    lr,
+    *,
+    per_sample_loss,
+    optimizer,
+    work,
+    weights=None,
+    noise_stream=0,
 ):
     """:func:`local_sgd` on a node's own training rows (``data`` is its ``NodeData``)."""
     return local_sgd(
@@ -204,6 +335,7 @@ def train_on_node(
         optimizer=optimizer,
         work=work,
         budget=getattr(data, "budget", None),
+        noise_stream=noise_stream,
     )
 
 

@@ -105,6 +105,19 @@ COSTS: dict[str, dict[str, Any]] = {"off": {}, "on": {"enabled": True, "latency_
 MODES = ("single", "batched", "devices")
 FINETUNE = "+finetune"  # a mode's suffix: the case with algorithm.finetune_epochs = 1
 STORAGE16 = "+bf16"  # a mode's suffix: the case with data.storage = "bfloat16"
+PRIVATE = "+dp"  # a mode's suffix: the case with DP-SGD local training ([privacy])
+ATTACKED = "+attack"  # a mode's suffix: 2 of the 8 nodes send ALIE messages
+ROBUST = "+robust"  # ... sign-flip nodes redrawn each round, trimmed-mean aggregation
+# what each suffix adds to a case's config (sections merged key by key)
+SUFFIXES: dict[str, dict[str, dict[str, Any]]] = {
+    STORAGE16: {"data": {"storage": "bfloat16"}},
+    PRIVATE: {"privacy": {"enabled": True, "noise_multiplier": 0.5, "clip_norm": 1.0}},
+    ATTACKED: {"attack": {"kind": "alie", "fraction": 0.25}},
+    ROBUST: {
+        "attack": {"kind": "sign_flip", "fraction": 0.25, "redraw": True},
+        "algorithm": {"robust": "trimmed_mean", "trim": 1},
+    },
+}
 AXES = ("algorithm", "exchange", "schedule", "fault", "cost")
 
 
@@ -122,6 +135,17 @@ def trains(alg_name: str) -> bool:
     from p2p_fmtl.algorithms import ALGORITHMS
 
     return ALGORITHMS[_algorithm_variants()[alg_name]["name"]].trains
+
+
+def accepts(case, mode: str) -> bool:
+    """Whether a case's config loads with the settings of ``mode``'s suffixes."""
+    from p2p_fmtl import ConfigError
+
+    try:
+        load(case_config(case, mode=mode))
+    except ConfigError:
+        return False
+    return True
 
 
 def uses_data(alg_name: str) -> bool:
@@ -144,10 +168,14 @@ def finetunes(alg_name: str) -> bool:
 
 
 def case_config(
-    case, seed: int = 0, devices: int = 1, finetune: int = 0, storage: str = "float32"
+    case,
+    seed: int = 0,
+    devices: int = 1,
+    finetune: int = 0,
+    mode: str = "",
 ) -> dict[str, Any]:
     """The raw config of a case (``finetune``: algorithm.finetune_epochs, when not 0;
-    ``storage``: data.storage, for algorithms that use data)."""
+    ``mode``: the run mode, whose :data:`SUFFIXES` add their settings)."""
     from p2p_fmtl.algorithms import ALGORITHMS
 
     alg_name, ex, sched, fault, cost = case
@@ -167,9 +195,14 @@ def case_config(
         "cost": dict(COSTS[cost]),
     }
     if spec.uses_data:
-        cfg["data"] = {"name": "fedem_synthetic", "dim": 4, "n_test": 8, "storage": storage}
+        cfg["data"] = {"name": "fedem_synthetic", "dim": 4, "n_test": 8}
     for section, keys in EXCHANGES[ex].items():
         cfg.setdefault(section, {}).update(keys)
+    for suffix, extra in SUFFIXES.items():
+        if suffix in mode:
+            for section, keys in extra.items():
+                if section in cfg or section != "data":  # (no data: nothing to store)
+                    cfg.setdefault(section, {}).update(keys)
     return cfg
 
 
@@ -257,6 +290,18 @@ def write_docs(path) -> None:
         + "; faults "
         + ", ".join(f"`{x}`" for x in FAULTS)
         + "; cost model off / on.",
+        "",
+        "Settings layered on a case (suffixes of its run mode, each an axis of the suite's "
+        "all-pairs covering wherever the case's config accepts it): "
+        + "; ".join(
+            f"`{x}` = "
+            + ", ".join(
+                f"{sec}.{k} = {v!r}" for sec, keys in extra.items() for k, v in keys.items()
+            )
+            for x, extra in {FINETUNE: {"algorithm": {"finetune_epochs": 1}}, **SUFFIXES}.items()
+        )
+        + ".  With attackers or a robust rule, `average` is not expected to keep the "
+        "network mean.",
         "",
         "Accepted cases by the exchange that runs them: "
         + ", ".join(f"{k} {v}" for k, v in sorted(by_exchange.items()))
@@ -391,10 +436,13 @@ def _loss_diff(a, b) -> float:
 _CACHE: dict[str, Any] = {}
 
 
-def _cached_params(case, storage: str = "float32") -> dict[str, np.ndarray]:
-    key = case_id(case) + storage
+def _cached_params(case, mode: str = ""):
+    """The final parameters of a case run alone with ``mode``'s suffixes (fine-tuning,
+    which changes no parameter, aside)."""
+    extras = "".join(x for x in SUFFIXES if x in mode)
+    key = case_id(case) + extras
     if key not in _CACHE:
-        _, res, _ = _run(load(case_config(case, storage=storage)))
+        _, res, _ = _run(load(case_config(case, mode=extras)))
         _CACHE[key] = res.params
     return _CACHE[key]
 
@@ -418,15 +466,14 @@ def run_case(case, mode: str, changes: bool = True) -> dict[str, Any]:
     if why is not None:
         return {**out, "status": "refused", "message": why}
     tune = int(FINETUNE in mode)
-    store = "bfloat16" if STORAGE16 in mode else "float32"
-    cfg = load(case_config(case, finetune=tune, storage=store))
+    cfg = load(case_config(case, finetune=tune, mode=mode))
     sim, res, x0 = _run(cfg)
     out["status"] = "ok"
     out["exchange"] = sim.exchange.name
 
     # (c) on 2 devices against 1 device
     if "devices" in mode:
-        sim2, res2, _ = _run(load(case_config(case, devices=2, finetune=tune, storage=store)))
+        sim2, res2, _ = _run(load(case_config(case, devices=2, finetune=tune, mode=mode)))
         out["devices"] = {
             "params_diff": _params_diff(res.params, res2.params),
             "loss_diff": _loss_diff(res, res2),
@@ -457,8 +504,10 @@ def run_case(case, mode: str, changes: bool = True) -> dict[str, Any]:
     out["sim_time_s"] = res.metrics[-1].get("sim_time_s")
     out["energy_j"] = res.metrics[-1].get("energy_j")
 
-    # (e) the network mean, and plain gossip as the product of the replayed W's
-    if not sim.spec.trains:
+    # (e) the network mean, and plain gossip as the product of the replayed W's (not
+    # with Byzantine messages or a robust rule: neither keeps the mean, by design)
+    byzantine = ATTACKED in mode or ROBUST in mode
+    if not sim.spec.trains and not byzantine:
         x1 = [np.asarray(x, np.float64) for x in jax.tree.leaves(sim.alg.shared(sim.state))]
         a0, a1 = x0[0], x1[0]
         out["mean_drift"] = float(np.max(np.abs(a1.mean(0) - a0.mean(0))))
@@ -482,15 +531,15 @@ def run_case(case, mode: str, changes: bool = True) -> dict[str, Any]:
         pass
     elif fault != "none":
         off = (alg_name, ex, sched, "none", cost)
-        found[f"faults:{fault}"] = _params_diff(res.params, _cached_params(off, store))
+        found[f"faults:{fault}"] = _params_diff(res.params, _cached_params(off, mode))
     if changes and ex not in ("sync", "pairwise"):
         off = (alg_name, "sync", sched, fault, cost)
         if refusal(off) is None:
-            found[f"exchange:{ex}"] = _params_diff(res.params, _cached_params(off, store))
+            found[f"exchange:{ex}"] = _params_diff(res.params, _cached_params(off, mode))
 
     # (b) batched (this case and another seed) against the run alone
     if "batched" in mode:
-        other = load(case_config(case, seed=1, finetune=tune, storage=store))
+        other = load(case_config(case, seed=1, finetune=tune, mode=mode))
         batch = run_batch([cfg, other])
         b0 = batch[0]
         out["batched"] = {

@@ -354,6 +354,9 @@ def test_tiny_end_to_end_worker(tmp_path, capsys):
         "peak_pct",
         "gossip_nnz",
         "shared_values",
+        "copy_gbs",
+        "train_row_bytes",
+        "floor_pct",
     ):
         assert row[key] > 0, key
     assert row["recompilations_while_timed"] == 0

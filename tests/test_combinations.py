@@ -53,8 +53,12 @@ def _jobs(accepted):
     cls = {a: M.exchange_class(a) for a in {c[0] for c in ci}}
     tuned = {a: ("", M.FINETUNE) if tune[a] else ("",) for a in cls}
     # and features stored in 16 bits (data.storage) for every algorithm that reads data
-    tuned = {a: t + ((M.STORAGE16,) if M.uses_data(a) else ()) for a, t in tuned.items()}
+    # and the settings of the other suffixes (16-bit storage, DP-SGD, attackers with and
+    # without a robust rule), wherever the case's config accepts them
+    extras = (M.STORAGE16, M.PRIVATE, M.ATTACKED, M.ROBUST)
     rows = [c + (m, cls[c[0]], t) for c in ci for m in modes for t in tuned[c[0]]]
+    ok = [(c, x) for c in ci for x in extras if M.accepts(c, x)]
+    rows += [c + (m, cls[c[0]], x) for c, x in ok for m in modes]
     algorithm, exchange, klass = 0, 1, len(M.AXES) + 1
     chosen = M.covering(rows, skip={(algorithm, exchange), (algorithm, klass)})
     chosen = [(c[: len(M.AXES)], c[len(M.AXES)] + c[-1]) for c in chosen]

@@ -153,6 +153,29 @@ def add_flops(row: dict[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
     row["achieved_gflops"] = flops / 1e9 / row["s_per_round"]
     if row.get("peak_gflops"):
         row["peak_pct"] = 100.0 * row["achieved_gflops"] / row["peak_gflops"]
+    return add_copy_floor(row, int(alg["local_epochs"]))
+
+
+def stream_bytes(n_train_total: int, row_bytes: int, local_epochs: int) -> float:
+    """Bytes one round must stream from memory at least: every real training row (its
+    features and label, as stored) read once per local epoch.  D-EM's E-step shares the
+    first epoch's pass (the fused update), and the M components share every pass; the
+    parameters, the optimizer state and the gossip are a few KB per node and are not
+    counted, nor is padding."""
+    return float(n_train_total) * row_bytes * local_epochs
+
+
+def add_copy_floor(row: dict[str, Any], local_epochs: int) -> dict[str, Any]:
+    """Add the copy-bandwidth floor: ``floor_s`` = :func:`stream_bytes` / the worker's
+    copy bandwidth (``copy_gbs``, read + written bytes per second), and ``floor_pct`` =
+    100 · floor_s / s_per_round, how close the round comes to streaming its data at the
+    rate of a plain copy (in place; returns ``row``)."""
+    if not (row.get("copy_gbs") and row.get("train_row_bytes") and row.get("n_train_total")):
+        return row
+    nbytes = stream_bytes(row["n_train_total"], row["train_row_bytes"], local_epochs)
+    row["stream_mb_per_round"] = nbytes / 1e6
+    row["floor_s"] = nbytes / (row["copy_gbs"] * 1e9)
+    row["floor_pct"] = 100.0 * row["floor_s"] / row["s_per_round"]
     return row
 
 
@@ -205,6 +228,9 @@ TABLE_COLUMNS = (
     ("gflops", "achieved GFLOP/s"),
     ("peak", "matmul peak GFLOP/s"),
     ("pct", "% of peak"),
+    ("copy", "copy GB/s"),
+    ("floor", "copy floor ms / round"),
+    ("floor_pct", "% of copy floor"),
     ("cpu", "CPU / wall"),
     ("ref", "reference D-EM s / round (1 core)"),
     ("speedup", "speed-up vs reference"),
@@ -239,6 +265,9 @@ def table_cells(row: Mapping[str, Any]) -> dict[str, str]:
         gflops=_sig(row.get("achieved_gflops")),
         peak=_sig(row.get("peak_gflops")),
         pct="–" if row.get("peak_pct") is None else f"{row['peak_pct']:.1f} %",
+        copy=_sig(row.get("copy_gbs")),
+        floor="–" if row.get("floor_s") is None else _sig(1e3 * row["floor_s"]),
+        floor_pct="–" if row.get("floor_pct") is None else f"{row['floor_pct']:.1f} %",
         cpu=_cpu_cell(row),
     )
     if ref is not None and spr > 0:
@@ -270,7 +299,7 @@ def _rss_cell(row: Mapping[str, Any]) -> str:
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A markdown table of result rows (one line per configuration)."""
     right = {"nodes", "s_round", "node_rounds", "compile", "rss", "padding", "gflop"}
-    right |= {"gflops", "peak", "pct", "cpu", "ref", "speedup"}
+    right |= {"gflops", "peak", "pct", "copy", "floor", "floor_pct", "cpu", "ref", "speedup"}
     head = "| " + " | ".join(title for _, title in TABLE_COLUMNS) + " |"
     rule = "|" + "|".join("---:" if k in right else "---" for k, _ in TABLE_COLUMNS) + "|"
     lines = [head, rule]
@@ -341,6 +370,8 @@ def render_markdown(
         f"- matmul peak: jitted float32 `{settings['peak_size']}×{settings['peak_size']}` "
         "`jnp.dot`, median of "
         f"{settings['peak_repeats']} calls after a warm-up, in the same worker",
+        f"- copy bandwidth: jitted float32 `x + 1` in place over {bench.COPY_MB} MB, "
+        f"(read + written bytes) / median of {bench.COPY_REPEATS} calls, in the same worker",
         "",
         format_table(rows),
         "",
@@ -357,6 +388,9 @@ def render_markdown(
         "2·nnz(W)·(values shared per node). The reference figures are D-EM on one CPU core "
         "(0.64 / 1.66 / 5.11 s per round at 30 / 100 / 300 nodes); from 1000 nodes they are "
         f"extrapolated at {1000 * REFERENCE_S_PER_NODE:.0f} ms per node per round. "
+        "Copy floor = the bytes a round must stream (every real training row, features and "
+        "label as stored, once per local epoch: the E-step and the M components share the "
+        "passes) / the copy bandwidth; % of copy floor = floor / s per round. "
         "CPU / wall = the worker's CPU time over wall time during the timed calls (how many "
         "cores it kept busy).",
     ]

@@ -156,14 +156,14 @@ def render(rows: list[dict], machine: dict, command: str) -> str:
         "",
         "| workload | nodes | s / round | node-rounds / s | build (s) | compile (s) "
         "| peak RSS MB: build / run | build ÷ run | packed data (GB) | padding "
-        "| test acc or consensus distance |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| test acc or consensus distance | CPU / wall |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         label = "gossip" if r.get("kind") == "gossip" else "D-SGD"
         if r.get("status") != "ok":
             reason = str(r.get("reason", "?")).replace("|", "/")[:120]
-            lines.append(f"| {label} | {r['n']:,} | failed: {reason} |" + " – |" * 8)
+            lines.append(f"| {label} | {r['n']:,} | failed: {reason} |" + " – |" * 9)
             continue
         run = r.get("run_peak_rss_mb")
         ratio = f"{r['build_peak_rss_mb'] / run:.2f}" if run else "–"
@@ -176,8 +176,15 @@ def render(rows: list[dict], machine: dict, command: str) -> str:
             f"| {label} | {r['n']:,} | {r['s_per_round']:.4g} "
             f"| {r['node_rounds_per_s']:,.0f} | {r['build_s']:.1f} | {r['compile_s']:.1f} "
             f"| {r['build_peak_rss_mb']:,.0f} / {run or 0:,.0f} | {ratio} "
-            f"| {r['packed_gb']:.2f} | {100 * r['padding_fraction']:.1f} % | {metric} |"
+            f"| {r['packed_gb']:.2f} | {100 * r['padding_fraction']:.1f} % | {metric} "
+            f"| {r['cpu_per_wall']:.2f}{' ⚠' if r['cpu_per_wall'] < 0.9 else ''} |"
         )
+    lines += [
+        "",
+        "CPU / wall: the worker's CPU time over wall time during the timed rounds; ⚠ below "
+        "0.9: other processes shared its core, so that row's s / round is too slow by about "
+        "that factor. Memory is not affected.",
+    ]
     return "\n".join(lines)
 
 

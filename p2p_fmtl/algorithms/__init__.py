@@ -7,7 +7,7 @@ from typing import Any
 from ..schema import GOSSIP_KEYS, OPTIMIZER_KEYS
 from .apfl import SPEC as APFL
 from .average import SPEC as AVERAGE
-from .base import Algorithm, AlgorithmSpec, Context, Inbox, Needs, NodeData
+from .base import Algorithm, AlgorithmSpec, Context, Inbox, Needs, NodeData, PrivateWork
 from .dem import SPEC as DEM
 from .ditto import SPEC as DITTO
 from .dsgd import SPEC as DSGD
@@ -61,6 +61,7 @@ __all__ = [
     "Inbox",
     "Needs",
     "NodeData",
+    "PrivateWork",
     "algorithm_keys",
     "needs_of",
 ]

@@ -38,7 +38,7 @@ import optax
 from ..optim import set_learning_rate
 from ..schema import Key
 from ..training import train_on_node
-from .base import Algorithm, AlgorithmSpec, Context, Needs
+from .base import Algorithm, AlgorithmSpec, Context, Needs, PrivateWork
 
 
 class Models(NamedTuple):
@@ -161,4 +161,5 @@ SPEC = AlgorithmSpec(
     },
     doc=__doc__.splitlines()[0],
     needs=needs,
+    privacy=lambda config: PrivateWork(),  # one local_sgd over (w, v, α), clipped as a whole
 )

@@ -46,4 +46,5 @@ SPEC = AlgorithmSpec(
     },
     doc=__doc__.splitlines()[0],
     needs=lambda config: NEEDS,
+    privacy=lambda config: "uses no data, so DP-SGD has nothing to protect",
 )

@@ -20,8 +20,10 @@ An algorithm never knows how it is executed.  It describes ONE node:
 and it *declares* what it needs from the network, in :class:`Needs`: how it exchanges
 (gossip average of the shared part, neighbours' messages before local work, a combine step
 after, or nothing), how many copies of local work a node does per round (D-EM: M), and
-which relation weights its inbox carries.  The engine, the exchanges and the config
-checks read these declarations; nothing outside ``p2p_fmtl/algorithms/`` tests an
+which relation weights its inbox carries.  Its spec also declares whether its local work
+reads a node's data only through DP-SGD steps, and how many (:class:`PrivateWork`, read by
+:mod:`p2p_fmtl.privacy`).  The engine, the exchanges and the config checks read these
+declarations; nothing outside ``p2p_fmtl/algorithms/`` tests an
 algorithm's name.
 
 The engine vmaps the functions over the node axis, scans them over rounds, and runs the
@@ -120,8 +122,37 @@ class Algorithm(NamedTuple):
     message: Callable | None = None  # what neighbours read in an Inbox (default: shared)
 
 
+class PrivateWork(NamedTuple):
+    """How an algorithm's local work reads a node's training data, declared when it does
+    so ONLY through DP-SGD steps of :func:`p2p_fmtl.training.local_sgd` (so that every
+    message, and all of its state, is a post-processing of the noised gradients).  The
+    accountant (:func:`p2p_fmtl.privacy.node_epsilons`) reads it.
+
+    ``models``: how many clipped per-sample gradients of ONE sample a step releases, on
+    the same Poisson sample (the same round key), each with noise of its own (its own
+    ``noise_stream``: a noise shared by two models would cancel in their difference).  The step is
+    then one Gaussian mechanism of sensitivity √models · C, noise multiplier σ / √models.
+    Ditto: 2 (w and v walk the same samples); a step over one pytree clipped as a whole
+    is 1 (APFL's (w, v, α)); so is a step in which a sample's gradient reaches only one
+    of several models (D-EM with oracle responsibilities).
+    ``extra_epochs``: further DP-SGD epochs per round on Poisson samples of their own
+    (another round key), each of ``ceil(n_i / B)`` steps (FedRep's head epochs).
+    ``releases``: Gaussian mechanisms per round on ALL of a node's samples (no
+    subsampling), each of noise multiplier σ for its own sensitivity (D-EM's noised
+    mixture weights π: a sum of per-sample probability vectors, L2 sensitivity √2).
+    """
+
+    models: int = 1
+    extra_epochs: int = 0
+    releases: int = 0
+
+
 def _default_needs(config: Mapping[str, Any]) -> Needs:
     return Needs()
+
+
+def _not_private(config: Mapping[str, Any]) -> str:
+    return "does not declare its local work all DP-SGD"
 
 
 @dataclass(frozen=True)
@@ -139,6 +170,9 @@ class AlgorithmSpec:
     doc: str = ""
     needs: Callable[[Mapping[str, Any]], Needs] = _default_needs
     finetunes: bool = True  # its local update trains what ``score`` reads (finetune_epochs)
+    # DP-SGD: a PrivateWork if, for this [algorithm] section, its local work reads the data
+    # only through DP-SGD steps; else a phrase saying why not ("algorithm.name = 'x' ...")
+    privacy: Callable[[Mapping[str, Any]], PrivateWork | str] = _not_private
 
     def needs_for(self, config: Mapping[str, Any]) -> Needs:
         """The declared needs for a resolved ``[algorithm]`` section, checked."""

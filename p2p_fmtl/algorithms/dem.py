@@ -22,6 +22,18 @@ in the same shuffled order each epoch, so each minibatch is gathered once and us
 components (about 2× faster on CPU); the reference shuffles independently for each
 component (``"independent"``).  Both are the same algorithm in distribution.
 
+**One pass per minibatch** (``fused = true``, the default; it applies with estimated
+responsibilities, no warm start, shared batches, local epochs and no DP-SGD, every other
+setting runs the separate E-step).  The E-step's q(m|s) depends only on the round-start
+components and π, so each minibatch step computes its samples' q and the training forward
+of the current components together, as one vmap over the stacked [round-start; current]
+components (one matmul for a dense first layer), then one gradient and a vmapped
+optimizer step for all M components; π sums q over the first epoch, which visits every
+real sample exactly once.  The result is the separate E-step's up to float rounding,
+without its own pass over the data (``fused = false`` keeps that path).  On the CPU
+benchmark it is no faster (see ``experiments/benchmarks/README.md``): there a round is
+bound by per-operation and small-matmul costs, not by the E-step's pass.
+
 **Breaking the symmetric start** (``warm_start``, for the node's first ``warm_rounds``
 local updates; default ``"none"``: EM from the first round, as the reference).  With
 ``algorithm.init = "identical"`` every node starts from the same M components, which
@@ -77,11 +89,13 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from ..errors import ConfigError
+from ..optim import set_learning_rate
 from ..schema import Key
-from ..training import train_on_node
-from .base import Algorithm, AlgorithmSpec, Context, Needs
+from ..training import scan_batches, train_on_node
+from .base import Algorithm, AlgorithmSpec, Context, Needs, PrivateWork
 
 
 class DEMState(NamedTuple):
@@ -104,6 +118,8 @@ WARM_STARTS = (
     "stochastic_sample",
 )
 WARM_SALT = 0x7761726D  # the warm-start draw: fold_in(the node's first round key, WARM_SALT)
+PI_SALT = 0x7069  # DP-SGD: the noise of π's release, fold_in(the node's round key, PI_SALT)
+PI_FLOOR = 1e-3  # DP-SGD: a noised π component is at least this share of the samples
 
 
 def component_keys(key, m: int):
@@ -169,6 +185,15 @@ def build(ctx: Context) -> Algorithm:
     oracle = ctx.config["responsibilities"] == "oracle"
     warm, warm_rounds = ctx.config["warm_start"], ctx.config["warm_rounds"]
     rng_size = work.rng_size if work is not None else 0
+    fused = (
+        ctx.config.get("fused", True)
+        and not oracle
+        and warm == "none"
+        and batches == "shared"
+        and work is not None
+        and work.epochs > 0
+        and not getattr(work, "private", False)  # DP-SGD: local_sgd's private steps
+    )
 
     def per_sample_loss(params, x, y):
         return task.loss(model.apply(params, x), y)
@@ -202,7 +227,72 @@ def build(ctx: Context) -> Algorithm:
             params, jax.vmap(optimizer.init)(params), jnp.full((m,), 1.0 / m), zero, zero
         )
 
+    def fused_update(state, data, key, lr):
+        """The E-step, π's update and the M-step's local SGD in ONE scan over the node's
+        minibatches (the common case: estimated responsibilities, no warm start, shared
+        batches, local epochs).  Each step gathers its batch once and runs the forward of
+        the round-start components (the E-step of the batch's samples: it depends only
+        on the round-start parameters and π) and of the current ones as one vmap over the
+        stacked [round-start; current] parameters, then one gradient for all M components
+        and a vmapped optimizer update.  π sums q over the first epoch's real rows, where
+        every real row appears exactly once (positions, not the straggler-cut ``valid``,
+        so a straggler's π is the full E-step's).  Same result as :func:`local_update`'s
+        separate E-step and vmapped :func:`~p2p_fmtl.training.local_sgd` up to float
+        rounding, without the E-step's extra pass over the data."""
+        x, y, count = data.x_train, data.y_train, data.n_train
+        size = x.shape[0]
+        b = min(work.batch_size, size)
+        first_epoch_steps = -(-size // b)  # scan_batches' steps per epoch
+        start, log_pi = jax.lax.stop_gradient(state.params), _log(state.pi)
+        opt_state = jax.vmap(set_learning_rate, in_axes=(0, None))(state.opt_state, lr)
+
+        def step(carry, batch):
+            params, opt_state, q_sum, loss_sum, used, j = carry
+            idx, valid = batch
+            xb, yb = x[idx], y[idx]
+            n_real = jnp.maximum(valid.sum(), 1.0)
+
+            def loss_fn(p):
+                both = jax.tree.map(lambda a, c: jnp.concatenate([a, c]), start, p)
+                ell = component_losses(both, xb, yb)  # (2M, B): one pass over xb
+                q = jax.nn.softmax(log_pi[:, None] - jax.lax.stop_gradient(ell[:m]), axis=0)
+                per = jnp.sum(q * valid * ell[m:], axis=1) / n_real  # (M,) batch losses
+                return per.sum(), (per, q)
+
+            (_, (per, q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            updates, new_opt = jax.vmap(optimizer.update)(grads, opt_state, params)
+            new_params = jax.vmap(optax.apply_updates)(params, updates)
+            nonempty = valid.sum() > 0
+            keep = lambda new, old: jnp.where(nonempty, new, old)  # noqa: E731
+            params = jax.tree.map(keep, new_params, params)
+            opt_state = jax.tree.map(keep, new_opt, opt_state)
+            real = (j * b + jnp.arange(b) < count) & (j < first_epoch_steps)
+            q_sum = q_sum + jnp.sum(jnp.where(real, q, 0.0), axis=1)
+            carry = (params, opt_state, q_sum, loss_sum + per * nonempty, used + nonempty, j + 1)
+            return carry, (jnp.zeros(()), nonempty)
+
+        zero_m = jnp.zeros((m,), jnp.float32)
+        carry = (state.params, opt_state, zero_m, zero_m, jnp.zeros(()), jnp.zeros((), jnp.int32))
+        budget = getattr(data, "budget", None)
+        carry, _ = scan_batches(step, carry, key, count, size, work, budget)
+        params, opt_state, q_sum, loss_sum, used, _ = carry
+        pi = q_sum / jnp.maximum(count, 1)
+        loss = jnp.sum(pi * loss_sum) / jnp.maximum(used, 1.0)
+        return DEMState(params, opt_state, pi, state.step + 1, state.warm_seed), loss
+
+    private = work is not None and work.private
+
+    def private_pi(q, count, key):
+        """π from the noised sum of the responsibilities: a Gaussian mechanism of noise
+        multiplier σ (each sample adds a probability vector, L2 sensitivity √2), then
+        projected on the simplex (post-processing)."""
+        total = q.sum(axis=1) + jnp.sqrt(2.0) * work.noise * jax.random.normal(key, (m,))
+        total = jnp.maximum(total, PI_FLOOR * jnp.maximum(count, 1))
+        return total / total.sum()
+
     def local_update(state, data, key, lr, inbox=None):
+        if fused:
+            return fused_update(state, data, key, lr)
         seed = state.warm_seed
         if oracle:
             q, pi = oracle_responsibilities(known_components(data), data.n_train, m)
@@ -218,7 +308,10 @@ def build(ctx: Context) -> Algorithm:
             hard = warm_weights(warm, m, seed, first, q, losses, mask, rng_size, k_now)
             q = jnp.where(state.step < warm_rounds, hard, q)
 
-        def train_component(params, opt_state, weights, k):
+        if private and not oracle:  # π released with Gaussian noise (see ``privacy``)
+            pi = private_pi(q, data.n_train, jax.random.fold_in(key, PI_SALT))
+
+        def train_component(params, opt_state, weights, k, stream):
             return train_on_node(
                 data,
                 params,
@@ -229,15 +322,17 @@ def build(ctx: Context) -> Algorithm:
                 per_sample_loss=per_sample_loss,
                 optimizer=optimizer,
                 work=work,
+                noise_stream=stream,  # DP-SGD: every component draws noise of its own
             )
 
+        streams = jnp.arange(m)
         if batches == "shared":  # one epoch order per node, used by every component
-            params, opt_state, losses = jax.vmap(train_component, in_axes=(0, 0, 0, None))(
-                state.params, state.opt_state, q, key
+            params, opt_state, losses = jax.vmap(train_component, in_axes=(0, 0, 0, None, 0))(
+                state.params, state.opt_state, q, key, streams
             )
         else:
             params, opt_state, losses = jax.vmap(train_component)(
-                state.params, state.opt_state, q, component_keys(key, m)
+                state.params, state.opt_state, q, component_keys(key, m), streams
             )
         return DEMState(params, opt_state, pi, state.step + 1, seed), jnp.sum(pi * losses)
 
@@ -298,6 +393,25 @@ def needs(config) -> Needs:
     return Needs(exchange="average", copies=m, components_known=m if oracle else 0)
 
 
+def privacy(config) -> PrivateWork | str:
+    """DP-SGD D-EM.  Oracle responsibilities q(m|s) = 1[m = c_s] read sample s alone, and
+    its gradient reaches only its own component (the others' are zero, every component
+    draws noise of its own): one DP-SGD mechanism of sensitivity C per step.  Estimated
+    responsibilities weight sample s in all M components (sensitivity √M · C per step:
+    ``models = M``), and π, their mean over all of the node's samples, is released each
+    round with Gaussian noise of multiplier σ (``releases = 1``); the E-step then reads
+    only released values (π, the components) and the sample itself.  Warm starts choose
+    hard assignments from node-level aggregates outside DP-SGD: refused."""
+    if config["responsibilities"] == "oracle":
+        return PrivateWork()
+    if config.get("warm_start", "none") != "none":
+        return (
+            f"with algorithm.warm_start = {config['warm_start']!r} picks hard assignments "
+            "from node-level losses outside DP-SGD (allowed: 'none')"
+        )
+    return PrivateWork(models=int(config["components"]), releases=1)
+
+
 SPEC = AlgorithmSpec(
     "dem",
     build,
@@ -318,6 +432,14 @@ SPEC = AlgorithmSpec(
             "break the symmetric start (none: EM from the start, as the reference)",
         ),
         "warm_rounds": Key(10, "int", lo=0, help="local updates a node's warm start lasts"),
+        "fused": Key(
+            True,
+            "bool",
+            help="one scan over each minibatch for the E-step and all M components' "
+            "training (estimated responsibilities, no warm start, shared batches, local "
+            "epochs, no DP-SGD; other settings always run the separate E-step); false: the "
+            "separate E-step pass, the same result up to float rounding",
+        ),
         "responsibilities": Key(
             "estimated",
             "str",
@@ -328,4 +450,5 @@ SPEC = AlgorithmSpec(
     },
     doc=__doc__.splitlines()[0],
     needs=needs,
+    privacy=privacy,
 )

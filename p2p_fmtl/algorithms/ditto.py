@@ -20,7 +20,10 @@ Only w is sent; v and both optimizer states stay on the node; scoring uses v.  B
 models walk the node's data in the same shuffled batches (the round's key), as the
 reference takes one batch per local iteration for both; v starts as the initial w.
 So w is D-SGD's model exactly, and with λ = 0 v is a ``local`` run's model exactly
-(tested).  Each node trains two models per round (``Needs.copies = 2``).  A node that
+(tested).  Each node trains two models per round (``Needs.copies = 2``).  With DP-SGD
+(``[privacy]``) both take the same Poisson samples and noise of their own: two clipped
+gradients of each sample per step (``PrivateWork(models=2)``: noise multiplier σ/√2 in
+the accountant).  A node that
 never trained (held out) is served v = the w it borrows from its neighbours.
 
 Key ``lam`` (λ, default 1: the value of the authors' run scripts, ``--lam=1`` in
@@ -35,7 +38,7 @@ from typing import NamedTuple
 
 from ..schema import Key
 from ..training import train_on_node
-from .base import Algorithm, AlgorithmSpec, Context, Needs
+from .base import Algorithm, AlgorithmSpec, Context, Needs, PrivateWork
 from .fedprox import proximal
 
 
@@ -75,6 +78,7 @@ def build(ctx: Context) -> Algorithm:
             key,
             lr,
             per_sample_loss=personal_loss,
+            noise_stream=1,  # DP-SGD: w's Poisson samples, noise of its own
             **train,
         )
         return DittoState(w, w_opt, v, v_opt), loss
@@ -104,4 +108,7 @@ SPEC = AlgorithmSpec(
     keys={"lam": Key(1.0, "float", lo=0.0, help="λ: pull of the personal model towards w")},
     doc=__doc__.splitlines()[0],
     needs=needs,
+    # w and v: two local_sgd passes with the same round key (the same Poisson samples)
+    # and noise streams of their own
+    privacy=lambda config: PrivateWork(models=2),
 )

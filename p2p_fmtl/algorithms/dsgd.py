@@ -24,7 +24,7 @@ from ..aggregation import decouple, mix_with_inbox
 from ..schema import AGGREGATION_KEYS, Key
 from ..sharing import check_shared, merge, select
 from ..training import train_on_node
-from .base import Algorithm, AlgorithmSpec, Context, Needs
+from .base import Algorithm, AlgorithmSpec, Context, Needs, PrivateWork
 
 
 class SGDState(NamedTuple):
@@ -111,4 +111,5 @@ SPEC = AlgorithmSpec(
     },
     doc=__doc__.splitlines()[0],
     needs=sgd_needs,
+    privacy=lambda config: PrivateWork(),  # local_sgd only; decoupled w̃ post-processes it
 )

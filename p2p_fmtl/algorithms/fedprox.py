@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from ..schema import Key
 from ..sharing import select
 from ..training import train_on_node
-from .base import Algorithm, AlgorithmSpec, Context, Needs
+from .base import Algorithm, AlgorithmSpec, Context, Needs, PrivateWork
 from .dsgd import SGDState, sgd_algorithm
 
 
@@ -76,4 +76,6 @@ SPEC = AlgorithmSpec(
     },
     doc=__doc__.splitlines()[0],
     needs=lambda config: Needs(exchange="average"),
+    # local_sgd only; the proximal term (data-free) is clipped with each sample's gradient
+    privacy=lambda config: PrivateWork(),
 )

@@ -45,7 +45,7 @@ from ..errors import ConfigError
 from ..schema import INT32_MAX, Key
 from ..sharing import check_shared, leaf_paths, merge, select
 from ..training import train_on_node
-from .base import Algorithm, AlgorithmSpec, Context, Needs
+from .base import Algorithm, AlgorithmSpec, Context, Needs, PrivateWork
 
 HEAD_SALT = 0x68656164  # the head pass's key: fold_in(round key, HEAD_SALT)
 
@@ -172,6 +172,12 @@ def needs(config) -> Needs:
     return Needs(exchange="average")
 
 
+def privacy(config) -> PrivateWork:
+    """Two local_sgd passes: the head's ``head_epochs`` epochs (a key of their own, so
+    Poisson samples of their own) and the body's usual work."""
+    return PrivateWork(extra_epochs=config["head_epochs"] if config["head"] else 0)
+
+
 SPEC = AlgorithmSpec(
     "fedrep",
     build,
@@ -185,4 +191,5 @@ SPEC = AlgorithmSpec(
     },
     doc=__doc__.splitlines()[0],
     needs=needs,
+    privacy=privacy,
 )

@@ -57,7 +57,7 @@ from ..aggregation import decouple
 from ..schema import AGGREGATION_KEYS, Key
 from ..sharing import check_shared, merge, select
 from ..training import train_on_node
-from .base import Algorithm, AlgorithmSpec, Context, Needs
+from .base import Algorithm, AlgorithmSpec, Context, Needs, PrivateWork
 
 
 class GraphMTLState(NamedTuple):
@@ -214,4 +214,7 @@ SPEC = AlgorithmSpec(
     },
     doc=__doc__.splitlines()[0],
     needs=needs,
+    # local_sgd only (the Laplacian term reads neighbours' messages, clipped with each
+    # sample's gradient); relation = 'similarity' is refused by the Needs it declares
+    privacy=lambda config: PrivateWork(),
 )

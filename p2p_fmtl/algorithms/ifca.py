@@ -44,7 +44,7 @@ import jax.numpy as jnp
 
 from ..schema import Key
 from ..training import train_on_node
-from .base import Algorithm, AlgorithmSpec, Context, Needs
+from .base import Algorithm, AlgorithmSpec, Context, Needs, PrivateWork
 from .dem import component_keys
 
 
@@ -115,10 +115,22 @@ def needs(config) -> Needs:
     return Needs(exchange="average", copies=1)
 
 
+def privacy(config) -> PrivateWork | str:
+    """With k = 1 the choice is fixed and IFCA is D-SGD; with more models the choice reads
+    every training sample's loss, outside DP-SGD (and which model changed reveals it)."""
+    if config["clusters"] == 1:
+        return PrivateWork()
+    return (
+        f"with algorithm.clusters = {config['clusters']} chooses its model by the loss on "
+        "all of a node's training samples, outside DP-SGD"
+    )
+
+
 SPEC = AlgorithmSpec(
     "ifca",
     build,
     keys={"clusters": Key(2, "int", lo=1, help="number of cluster models k")},
     doc=__doc__.splitlines()[0],
     needs=needs,
+    privacy=privacy,
 )

@@ -6,7 +6,7 @@ The baseline every collaborative method must beat.  Same local work as D-SGD
 
 from __future__ import annotations
 
-from .base import Algorithm, AlgorithmSpec, Context
+from .base import Algorithm, AlgorithmSpec, Context, PrivateWork
 from .dsgd import sgd_algorithm, sgd_needs
 
 
@@ -20,4 +20,5 @@ SPEC = AlgorithmSpec(
     communicates=False,
     doc=__doc__.splitlines()[0],
     needs=lambda config: sgd_needs(config, communicates=False),
+    privacy=lambda config: PrivateWork(),  # D-SGD's local work
 )

@@ -160,4 +160,7 @@ SPEC = AlgorithmSpec(
     },
     doc=__doc__.splitlines()[0],
     needs=needs,
+    privacy=lambda config: (
+        "solves its proximal problem with plain (unclipped, noiseless) batch gradients"
+    ),
 )

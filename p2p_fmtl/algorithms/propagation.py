@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from ..schema import Key
 from ..sharing import path_str
 from ..training import train_on_node
-from .base import Algorithm, AlgorithmSpec, Context, Needs
+from .base import Algorithm, AlgorithmSpec, Context, Needs, PrivateWork
 
 
 class PropagationState(NamedTuple):
@@ -108,4 +108,6 @@ SPEC = AlgorithmSpec(
     doc=__doc__.splitlines()[0],
     needs=needs,
     finetunes=False,  # local work trains θ^loc; the score reads the propagated θ
+    # θ^loc by local_sgd; θ post-processes it (the confidence c_i reads only n_i, public)
+    privacy=lambda config: PrivateWork(),
 )

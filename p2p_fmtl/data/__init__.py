@@ -122,8 +122,7 @@ def validate_node(ds: FederatedDataset, i: int, nd: NodeDataset, heads, where: s
         x, y = getattr(nd, f"x_{part}"), getattr(nd, f"y_{part}")
         if y.shape[:1] != x.shape[:1]:
             raise ConfigError(
-                f"{where}: node {i} has {x.shape[0]} rows in x_{part} but {y.shape[0]} "
-                f"in y_{part}"
+                f"{where}: node {i} has {x.shape[0]} rows in x_{part} but {y.shape[0]} in y_{part}"
             )
     if ds.task == "regression":
         return
