@@ -57,7 +57,15 @@ def _jobs(accepted):
     # without a robust rule), wherever the case's config accepts them
     extras = (M.STORAGE16, M.PRIVATE, M.ATTACKED, M.ROBUST)
     rows = [c + (m, cls[c[0]], t) for c in ci for m in modes for t in tuned[c[0]]]
-    ok = [(c, x) for c in ci for x in extras if M.accepts(c, x)]
+    # (whether a suffix loads does not depend on the cost model: checked once per case
+    # with the cost model off)
+    loads = {}
+    for c in ci:
+        for x in extras:
+            off = (*c[:4], "off")
+            if (off, x) not in loads:
+                loads[(off, x)] = M.accepts(off, x)
+    ok = [(c, x) for c in ci for x in extras if loads[((*c[:4], "off"), x)]]
     rows += [c + (m, cls[c[0]], x) for c, x in ok for m in modes]
     algorithm, exchange, klass = 0, 1, len(M.AXES) + 1
     chosen = M.covering(rows, skip={(algorithm, exchange), (algorithm, klass)})
