@@ -16,7 +16,6 @@ from p2p_fmtl.batched import run_batch
 from p2p_fmtl.privacy import node_epsilons
 from p2p_fmtl.training import LocalWork, local_sgd, poisson_sample, private_gradient
 
-WIRING = "needs coordinator wiring (assemble passes privacy=cfg['privacy'] to LocalWork)"
 BASE = {
     "run": {"rounds": 3, "eval_every": 3},
     "topology": {"name": "ring", "n": 6},
